@@ -1,0 +1,41 @@
+# Two set-up commands for a fresh machine: `make demo` and `make test`. Both install everything.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+STAMP  := $(VENV)/.installed
+DATA   ?= ../shared/data
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: install demo test lint bench eval clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	# torch first: the CPU wheel on this machine; anything else pulls gigabytes of CUDA packages.
+	$(PIP) install -q torch==2.13.0
+	$(PIP) install -q -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	LIGHTMEM_DATA_DIR=$(DATA) $(PY) -m producers.demo
+
+test: $(STAMP)
+	LIGHTMEM_DATA_DIR=$(DATA) $(PY) -m pytest -q -p no:cacheprovider
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check lightmem_core workers producers tests bench
+	$(VENV)/bin/mypy lightmem_core
+
+bench: $(STAMP)
+	LIGHTMEM_DATA_DIR=$(DATA) $(PY) -m bench
+
+eval: $(STAMP)
+	$(PY) -m producers.cli eval locomo --data $(DATA)/locomo10.json
+
+clean:
+	rm -rf $(VENV) .lightmem results artifacts

@@ -1,0 +1,5 @@
+"""Compressors: LightMem's pre-compression stage (sensory memory)."""
+
+from lightmem_core.compressors.base import CompressionResult, Compressor
+
+__all__ = ["CompressionResult", "Compressor"]

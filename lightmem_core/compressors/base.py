@@ -1,0 +1,21 @@
+"""The compressor role: shorten many message texts at once, keeping the words that matter."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class CompressionResult:
+    """One message's compressed text and its token counts before and after."""
+
+    text: str
+    tokens_before: int
+    tokens_after: int
+
+
+class Compressor(Protocol):
+    """Compresses a batch of texts; output i belongs to input i."""
+
+    def compress(self, texts: list[str]) -> list[CompressionResult]: ...

@@ -1,0 +1,353 @@
+"""LightMem's configuration dictionary, accepted as its README shows it and normalised here.
+
+Every option of LightMem's configuration table is a field of ``BaseMemoryConfigs`` with the table's
+default. Options whose behaviour is not built are refused with ``NotSupportedError`` instead of being
+silently ignored; unknown keys and wrong types fail with the key's path and what was expected.
+``lightmem_core`` never reads the environment: ``load_config_file`` reads YAML, and the settings layer
+in ``producers``/``workers`` adds environment overrides.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from lightmem_core.errors import ConfigError, NotSupportedError
+
+LIGHTMEM_DIR = ".lightmem"
+DEFAULT_FORCE_TOKENS: tuple[str, ...] = ("\n", ".", "!", "?", ",")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+# --- sensory memory -------------------------------------------------------------------------------
+
+
+class LLMLinguaModelConfig(_Strict):
+    """Which token classifier to load (LightMem's ``llmlingua_config``)."""
+
+    model_name: str
+    device_map: str = "auto"
+    use_llmlingua2: bool = True
+
+
+class CompressionConfig(_Strict):
+    """How much to keep: ``rate`` is the share of words kept, in (0, 1]."""
+
+    rate: float = Field(0.6, gt=0.0, le=1.0)
+    force_tokens: list[str] = Field(default_factory=lambda: list(DEFAULT_FORCE_TOKENS))
+    batch_size: int = Field(32, ge=1)
+
+
+class EntropyConfig(_Strict):
+    """Entropy compression: a causal LM at ``model_name``, or ``wordfreq`` for the model-free variant."""
+
+    model_name: str = "wordfreq"
+    device_map: str = "auto"
+    language: str = "en"
+
+
+class PreCompressorOptions(_Strict):
+    llmlingua_config: LLMLinguaModelConfig | None = None
+    entropy_config: EntropyConfig | None = None
+    compress_config: CompressionConfig = Field(default_factory=CompressionConfig)
+
+
+class PreCompressorConfig(_Strict):
+    model_name: Literal["llmlingua-2", "entropy_compress"] = "llmlingua-2"
+    configs: PreCompressorOptions = Field(default_factory=PreCompressorOptions)
+
+    @model_validator(mode="after")
+    def _needs_its_model(self) -> PreCompressorConfig:
+        if self.model_name == "llmlingua-2" and self.configs.llmlingua_config is None:
+            raise ValueError("pre_compressor.configs.llmlingua_config.model_name (a model path) is required")
+        return self
+
+
+class TopicSegmenterOptions(_Strict):
+    attention_layers: list[int] = Field(default_factory=lambda: [8, 9, 10, 11])
+    window_turns: int = Field(3, ge=0)
+    similarity_start: float = Field(0.2, ge=-1.0, le=1.0)
+    similarity_step: float = Field(0.05, gt=0.0)
+    sensory_buffer_tokens: int = Field(512, ge=16)
+    model_name: str | None = None
+    device_map: str = "auto"
+
+
+class TopicSegmenterConfig(_Strict):
+    model_name: Literal["llmlingua-2", "embedding"] = "llmlingua-2"
+    configs: TopicSegmenterOptions = Field(default_factory=TopicSegmenterOptions)
+
+
+# --- LLM ------------------------------------------------------------------------------------------
+
+LLMBackend = Literal["openai", "deepseek", "qwen", "ollama", "vllm", "verbatim"]
+
+
+class LLMConfig(_Strict):
+    """Connection and sampling options of an OpenAI-compatible endpoint.
+
+    LightMem names the base URL after the backend (``openai_base_url``, ``deepseek_base_url``...);
+    all of those are read into ``base_url``.
+    """
+
+    model: str | None = None
+    api_key: str | None = None
+    base_url: str | None = None
+    temperature: float = Field(0.0, ge=0.0, le=2.0)
+    top_p: float | None = Field(None, gt=0.0, le=1.0)
+    max_tokens: int = Field(4096, ge=1)
+    timeout_s: float = Field(60.0, gt=0.0)
+    max_retries: int = Field(5, ge=0)
+    max_concurrency: int = Field(8, ge=1)
+    short_term_capacity_tokens: int = Field(1024, ge=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _backend_named_base_url(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            named = [k for k in data if k.endswith("_base_url") and k != "base_url"]
+            if named:
+                data = dict(data)
+                for key in named:
+                    data.setdefault("base_url", data.pop(key))
+        return data
+
+
+class MemoryManagerConfig(_Strict):
+    model_name: LLMBackend = "openai"
+    configs: LLMConfig = Field(default_factory=LLMConfig)
+
+
+# --- embedders and stores -------------------------------------------------------------------------
+
+
+class EmbedderOptions(_Strict):
+    model: str | None = None  # None: the bundled all-MiniLM-L6-v2
+    embedding_dims: int | None = Field(None, ge=1)
+    model_kwargs: dict[str, Any] = Field(default_factory=dict)
+    batch_size: int = Field(64, ge=1)
+    api_key: str | None = None
+    base_url: str | None = None
+    timeout_s: float = Field(30.0, gt=0.0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _backend_named_base_url(cls, data: Any) -> Any:
+        return LLMConfig._backend_named_base_url(data)  # type: ignore[operator]
+
+
+class TextEmbedderConfig(_Strict):
+    model_name: Literal["huggingface", "openai"] = "huggingface"
+    configs: EmbedderOptions = Field(default_factory=EmbedderOptions)
+
+
+class QdrantOptions(_Strict):
+    collection_name: str = "lightmem"
+    embedding_model_dims: int | None = Field(None, ge=1)
+    path: str | None = None
+    url: str | None = None
+    api_key: str | None = None
+    on_disk: bool = False
+    timeout_s: float = Field(10.0, gt=0.0)
+
+    @model_validator(mode="after")
+    def _one_location(self) -> QdrantOptions:
+        if self.path and self.url:
+            raise ValueError("embedding_retriever.configs: give either 'path' (embedded) or 'url' (server), not both")
+        return self
+
+
+class EmbeddingRetrieverConfig(_Strict):
+    model_name: Literal["qdrant"] = "qdrant"
+    configs: QdrantOptions = Field(default_factory=QdrantOptions)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _faiss_not_built(cls, data: Any) -> Any:
+        if isinstance(data, dict) and str(data.get("model_name", "")).lower() == "faiss":
+            raise NotSupportedError("embedding_retriever.model_name 'FAISS' is not supported yet; use 'qdrant'")
+        return data
+
+
+class BM25Options(_Strict):
+    k1: float = Field(1.2, gt=0.0)
+    b: float = Field(0.75, ge=0.0, le=1.0)
+    avg_doc_tokens: float = Field(16.0, gt=0.0)
+
+
+class ContextRetrieverConfig(_Strict):
+    model_name: Literal["BM25"] = "BM25"
+    configs: BM25Options = Field(default_factory=BM25Options)
+
+
+class LoggingConfig(_Strict):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+    file_enabled: bool = False
+    log_dir: str | None = None
+    console_enabled: bool = True
+
+
+# --- the whole ------------------------------------------------------------------------------------
+
+Strategy = Literal["embedding", "context", "hybrid"]
+
+
+class BaseMemoryConfigs(_Strict):
+    """LightMem's configuration table, field for field, with its defaults."""
+
+    pre_compress: bool = False
+    pre_compressor: PreCompressorConfig | None = None
+    topic_segment: bool = False
+    precomp_topic_shared: bool = False
+    topic_segmenter: TopicSegmenterConfig | None = None
+    messages_use: Literal["user_only", "assistant_only", "hybrid"] = "user_only"
+    metadata_generate: bool = True
+    text_summary: bool = True
+    memory_manager: MemoryManagerConfig = Field(default_factory=MemoryManagerConfig)
+    extract_threshold: float = Field(0.5, gt=0.0, le=1.0)
+    index_strategy: Strategy | None = None
+    text_embedder: TextEmbedderConfig | None = None
+    multimodal_embedder: dict[str, Any] | None = None
+    history_db_path: str = os.path.join(LIGHTMEM_DIR, "history.db")
+    retrieve_strategy: Strategy = "embedding"
+    context_retriever: ContextRetrieverConfig | None = None
+    embedding_retriever: EmbeddingRetrieverConfig | None = None
+    summary_retriever: dict[str, Any] | None = None
+    update: Literal["offline", "online"] = "offline"
+    kv_cache: bool = False
+    kv_cache_path: str = os.path.join(LIGHTMEM_DIR, "kv_cache.db")
+    graph_mem: bool = False
+    extraction_mode: Literal["flat", "event"] = "flat"
+    version: Literal["v1.1"] = "v1.1"
+    logging: LoggingConfig | None = None
+
+    @field_validator("history_db_path", "kv_cache_path")
+    @classmethod
+    def _non_empty_path(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must be a non-empty path")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> BaseMemoryConfigs:
+        if self.pre_compress and self.pre_compressor is None:
+            raise ValueError("pre_compress is True but pre_compressor is not configured")
+        if self.topic_segment and self.topic_segmenter is None:
+            raise ValueError("topic_segment is True but topic_segmenter is not configured")
+        if self.precomp_topic_shared and not (self.pre_compress and self.topic_segment):
+            raise ValueError("precomp_topic_shared needs both pre_compress and topic_segment")
+        indexed = self.indexed_vectors
+        needed = {"embedding": {"dense"}, "context": {"sparse"}, "hybrid": {"dense", "sparse"}}[self.retrieve_strategy]
+        if not needed <= indexed:
+            raise ValueError(
+                f"retrieve_strategy {self.retrieve_strategy!r} needs vectors that "
+                f"index_strategy {self.index_strategy!r} does not write"
+            )
+        _refuse_unbuilt(self)
+        return self
+
+    @property
+    def indexed_vectors(self) -> set[str]:
+        """Vectors written at index time. ``index_strategy=None`` writes both, so any strategy can read."""
+        return {"embedding": {"dense"}, "context": {"sparse"}, "hybrid": {"dense", "sparse"}, None: {"dense", "sparse"}}[
+            self.index_strategy
+        ]
+
+    @property
+    def extraction_roles(self) -> set[str]:
+        """Roles whose messages are compressed, counted and sent to extraction (``messages_use``)."""
+        return {"user_only": {"user"}, "assistant_only": {"assistant"}, "hybrid": {"user", "assistant"}}[
+            self.messages_use
+        ]
+
+    @property
+    def short_term_threshold_tokens(self) -> int:
+        """Extraction fires when the short-term buffer holds this many tokens.
+
+        ``extract_threshold`` is the share of ``short_term_capacity_tokens`` (default 1024) that
+        triggers extraction: LightMem's hard-coded 512 is the default 0.5.
+        """
+        capacity = self.memory_manager.configs.short_term_capacity_tokens
+        return max(1, round(self.extract_threshold * capacity))
+
+
+# Options that LightMem's table lists and this project has not built yet: refused, never ignored.
+_UNBUILT: tuple[tuple[str, Any, str], ...] = (
+    ("multimodal_embedder", None, "multimodal memory"),
+    ("summary_retriever", None, "a separate summary collection"),
+    ("kv_cache", False, "KV-cache precomputation"),
+    ("graph_mem", False, "graph memory"),
+    ("extraction_mode", "flat", "event extraction mode"),
+)
+
+
+def _refuse_unbuilt(config: BaseMemoryConfigs) -> None:
+    for key, default, what in _UNBUILT:
+        if getattr(config, key) != default:
+            raise NotSupportedError(f"{key}={getattr(config, key)!r}: {what} is not supported yet")
+
+
+def parse_config(data: dict[str, Any] | BaseMemoryConfigs) -> BaseMemoryConfigs:
+    """Validate a LightMem configuration dictionary; errors name the key path and what was expected."""
+    if isinstance(data, BaseMemoryConfigs):
+        return data
+    if not isinstance(data, dict):
+        raise ConfigError(f"configuration must be a dict, got {type(data).__name__}")
+    try:
+        return BaseMemoryConfigs.model_validate(data)
+    except NotSupportedError:
+        raise
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc)) from exc
+
+
+def _describe(exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"]) or "(configuration)"
+        given = err.get("input")
+        shown = repr(given) if not isinstance(given, dict) else "a mapping"
+        if err["type"] == "extra_forbidden":
+            lines.append(f"{key}: unknown key")
+        else:
+            lines.append(f"{key}: {err['msg']} (got {shown[:80]})")
+    return "invalid configuration: " + "; ".join(lines)
+
+
+def load_config_file(path: str | Path) -> BaseMemoryConfigs:
+    """Read a YAML file holding a LightMem configuration dictionary."""
+    file = Path(path)
+    if not file.is_file():
+        raise ConfigError(f"configuration file not found: {file}")
+    data = yaml.safe_load(file.read_text(encoding="utf-8")) or {}
+    return parse_config(data)
+
+
+def configure_logging(config: LoggingConfig | None) -> None:
+    """Apply LightMem's ``logging`` option to the ``lightmem_core`` logger (never the root logger)."""
+    if config is None:
+        return
+    logger = logging.getLogger("lightmem_core")
+    logger.setLevel(config.level)
+    fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if config.console_enabled and not any(getattr(h, "_lightmem", False) for h in logger.handlers):
+        console = logging.StreamHandler()
+        console.setFormatter(fmt)
+        console._lightmem = True  # type: ignore[attr-defined]
+        logger.addHandler(console)
+    if config.file_enabled:
+        log_dir = Path(config.log_dir or LIGHTMEM_DIR)
+        log_dir.mkdir(parents=True, exist_ok=True)
+        target = str((log_dir / "lightmem.log").resolve())
+        if not any(getattr(h, "baseFilename", None) == target for h in logger.handlers):
+            handler = logging.FileHandler(target, encoding="utf-8")
+            handler.setFormatter(fmt)
+            logger.addHandler(handler)

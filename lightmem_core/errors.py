@@ -1,0 +1,47 @@
+"""The one exception tree of the project.
+
+Workers decide between retry and failure by exception class only: a ``TransientError`` is
+retried, every other ``LightMemError`` marks the item failed with its message.
+"""
+
+from __future__ import annotations
+
+
+class LightMemError(Exception):
+    """Root of every error this project raises on purpose."""
+
+
+class ConfigError(LightMemError, ValueError):
+    """Raised when a configuration value is unknown, of the wrong type, or inconsistent."""
+
+
+class NotSupportedError(ConfigError):
+    """Raised when a configuration option is recognised but its behaviour is not built yet."""
+
+
+class ModelLoadError(ConfigError):
+    """Raised when a model path is missing or holds something other than what the backend needs."""
+
+
+class InvalidInput(LightMemError, ValueError):
+    """Raised when a message, session or query is malformed; names the item and the field."""
+
+
+class TransientError(LightMemError):
+    """Raised for failures that may pass on retry: rate limits, 5xx answers, timeouts, lost connections."""
+
+    def __init__(self, message: str, retry_after_s: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class ExtractionParseError(LightMemError):
+    """Raised when an LLM reply is not valid JSON of the expected schema, even after one repair."""
+
+    def __init__(self, message: str, raw_reply: str = "") -> None:
+        super().__init__(message)
+        self.raw_reply = raw_reply
+
+
+class StoreError(LightMemError):
+    """Raised when the vector store refuses an operation (wrong dimensions, a locked folder)."""

@@ -1,0 +1,52 @@
+"""The extraction role and its model-free backend, verbatim mode.
+
+An extractor turns a batch of topic segments into memory entries with provenance. Verbatim mode
+makes one entry per message of the roles in ``messages_use`` (after compression, when on), so the
+whole pipeline runs without any LLM.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from lightmem_core.models import MemoryEntry, Message, TopicSegment, entry_id_for
+
+
+class Extractor(Protocol):
+    """Turns topic segments (one user, one batch) into memory entries."""
+
+    def extract(self, segments: list[TopicSegment]) -> list[MemoryEntry]: ...
+
+
+def entry_text(message: Message) -> str:
+    """A message as a standalone memory: the speaker's name first when it is known."""
+    text = message.text.strip()
+    return f"{message.speaker}: {text}" if message.speaker else text
+
+
+class VerbatimExtractor:
+    """One entry per message of the selected roles; no LLM call."""
+
+    def __init__(self, roles: set[str]) -> None:
+        self.roles = roles
+
+    def extract(self, segments: list[TopicSegment]) -> list[MemoryEntry]:
+        entries: list[MemoryEntry] = []
+        for segment in segments:
+            for message in segment.messages:
+                if message.role not in self.roles or not message.text.strip():
+                    continue
+                text = entry_text(message)
+                entries.append(
+                    MemoryEntry(
+                        id=entry_id_for(segment.user_id, [message.id], text),
+                        user_id=segment.user_id,
+                        memory=text,
+                        time_stamp=message.time_stamp,
+                        topic_id=segment.topic_id,
+                        session_id=segment.session_id,
+                        source_ids=[message.id],
+                        speaker=message.speaker or message.role,
+                    )
+                )
+        return entries

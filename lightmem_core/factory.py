@@ -1,0 +1,104 @@
+"""The composition root of the library: configuration in, backend instances out.
+
+The only name-to-class maps of the project live here, as literal dicts of imported classes. Every
+model path is checked now, so a wrong path fails at ``from_config`` and not at first use.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from lightmem_core.bm25 import BM25Encoder
+from lightmem_core.compressors.base import Compressor
+from lightmem_core.config import BaseMemoryConfigs, TextEmbedderConfig
+from lightmem_core.embedders.base import Embedder
+from lightmem_core.embedders.huggingface import HuggingFaceEmbedder
+from lightmem_core.embedders.openai import OpenAIEmbedder
+from lightmem_core.errors import ConfigError, NotSupportedError
+from lightmem_core.extraction import Extractor, VerbatimExtractor
+from lightmem_core.history import HistoryStore
+from lightmem_core.segmenters.base import Segmenter
+from lightmem_core.stores.base import MemoryStore
+from lightmem_core.stores.qdrant import QdrantStore
+from lightmem_core.tokens import count_tokens
+
+
+@dataclass
+class Components:
+    """Everything a ``LightMemory`` works with; tests and workers may pass their own instances."""
+
+    store: MemoryStore
+    history: HistoryStore
+    extractor: Extractor
+    embedder: Embedder | None = None
+    bm25: BM25Encoder | None = None
+    compressor: Compressor | None = None
+    segmenter: Segmenter | None = None
+    count_tokens: Callable[[str], int] = count_tokens
+
+
+def _huggingface(cfg: TextEmbedderConfig) -> Embedder:
+    opts = cfg.configs
+    return HuggingFaceEmbedder(
+        model=opts.model, device=str(opts.model_kwargs.get("device", "auto")), batch_size=opts.batch_size,
+        embedding_dims=opts.embedding_dims, model_kwargs={k: v for k, v in opts.model_kwargs.items() if k != "device"},
+    )
+
+
+def _openai(cfg: TextEmbedderConfig) -> Embedder:
+    opts = cfg.configs
+    return OpenAIEmbedder(model=opts.model, api_key=opts.api_key, base_url=opts.base_url,
+                          embedding_dims=opts.embedding_dims, batch_size=opts.batch_size, timeout_s=opts.timeout_s)
+
+
+EMBEDDERS: dict[str, Callable[[TextEmbedderConfig], Embedder]] = {"huggingface": _huggingface, "openai": _openai}
+
+
+def build_embedder(config: BaseMemoryConfigs) -> Embedder | None:
+    """The text embedder; ``None`` only when nothing is indexed densely."""
+    if "dense" not in config.indexed_vectors:
+        return None
+    cfg = config.text_embedder or TextEmbedderConfig()
+    return EMBEDDERS[cfg.model_name](cfg)
+
+
+def build_store(config: BaseMemoryConfigs, dims: int) -> MemoryStore:
+    retriever = config.embedding_retriever
+    opts = retriever.configs if retriever is not None else None
+    declared = opts.embedding_model_dims if opts else None
+    if declared is not None and declared != dims:
+        raise ConfigError(f"embedding_retriever.configs.embedding_model_dims={declared} but the embedder gives {dims}")
+    path = (opts.path if opts else None) or (None if opts and opts.url else os.path.join(os.path.dirname(config.history_db_path) or ".", "qdrant"))
+    return QdrantStore(
+        collection=opts.collection_name if opts else "lightmem", dims=dims, path=path, url=opts.url if opts else None,
+        api_key=opts.api_key if opts else None, on_disk=opts.on_disk if opts else False,
+        timeout_s=opts.timeout_s if opts else 10.0,
+    )
+
+
+def build_extractor(config: BaseMemoryConfigs) -> Extractor:
+    name = config.memory_manager.model_name
+    if name == "verbatim":
+        return VerbatimExtractor(config.extraction_roles)
+    raise NotSupportedError(f"memory_manager.model_name={name!r}: LLM extraction is not supported yet; use 'verbatim'")
+
+
+def build_components(config: BaseMemoryConfigs) -> Components:
+    """Build every backend the configuration names, failing early on bad paths or unbuilt options."""
+    if config.pre_compress:
+        raise NotSupportedError("pre_compress=True: pre-compression is not supported yet")
+    if config.topic_segment:
+        raise NotSupportedError("topic_segment=True: topic segmentation is not supported yet")
+    if config.update == "online":
+        raise NotSupportedError("update='online' is not supported yet; use 'offline'")
+    extractor = build_extractor(config)
+    embedder = build_embedder(config)
+    bm25 = None
+    if "sparse" in config.indexed_vectors:
+        opts = config.context_retriever.configs if config.context_retriever else None
+        bm25 = BM25Encoder(**opts.model_dump()) if opts else BM25Encoder()
+    history = HistoryStore(config.history_db_path)
+    store = build_store(config, embedder.dims if embedder else 1)
+    return Components(store=store, history=history, extractor=extractor, embedder=embedder, bm25=bm25)

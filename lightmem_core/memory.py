@@ -1,0 +1,236 @@
+"""``LightMemory``: LightMem's API in one process, on the stages of ``lightmem_core``.
+
+Flow of ``add_memory``: validate (all or nothing) → count tokens → compress (``pre_compress``) →
+store the originals in the history → cut topic segments per session → short-term buffer (persisted)
+→ when it passes the threshold or on ``force_extract``: extract → embed → upsert → clear the buffer.
+Every public method holds one lock, so the object is safe to share between threads.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+from lightmem_core import update as offline
+from lightmem_core.config import BaseMemoryConfigs, configure_logging, parse_config
+from lightmem_core.errors import InvalidInput
+from lightmem_core.factory import Components, build_components
+from lightmem_core.history import GLOBAL_SCOPE
+from lightmem_core.ingest import normalize_messages
+from lightmem_core.models import MemoryEntry, Message, RetrievedMemory, TopicSegment
+from lightmem_core.stages import (
+    compress_messages,
+    count_message_tokens,
+    cut_topics,
+    extraction_tokens,
+    index_entries,
+    split_sessions,
+)
+
+log = logging.getLogger(__name__)
+SHORT_TERM = "short_term"
+
+
+class LightMemory:
+    """Long-term memory for one application: add conversation turns, retrieve memories, update offline."""
+
+    def __init__(self, config: BaseMemoryConfigs, components: Components) -> None:
+        self.config = config
+        self.components = c = components
+        self.store, self.history = c.store, c.history
+        self._lock = threading.RLock()
+        if config.memory_manager.model_name == "verbatim":
+            log.info("extraction runs in verbatim mode: one entry per %s message, no LLM", config.messages_use)
+            if config.metadata_generate or config.text_summary:
+                log.warning("metadata_generate and text_summary need an LLM; verbatim mode stores entries without them")
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any] | BaseMemoryConfigs) -> LightMemory:
+        """Build from LightMem's configuration dictionary (or a parsed ``BaseMemoryConfigs``)."""
+        parsed = parse_config(config)
+        configure_logging(parsed.logging)
+        return cls(parsed, build_components(parsed))
+
+    # --- ingest -----------------------------------------------------------------------------------
+    def add_memory(
+        self,
+        messages: Any,
+        force_segment: bool = False,
+        force_extract: bool = False,
+        user_id: str = "default",
+        session_id: str | None = None,
+    ) -> dict[str, Any]:
+        """Add messages (a dict or a list of dicts) for ``user_id``.
+
+        Returns what happened: messages added, skipped (empty or already known), entries stored.
+        Invalid input raises ``ValueError`` naming the item and the field; nothing of the call is kept.
+        """
+        with self._lock:
+            batch = normalize_messages(messages, user_id, session_id, lambda sid: self.history.next_turn_index(user_id, sid))
+            known = self.history.known_message_ids([m.id for m in batch.messages])
+            fresh = [m for m in batch.messages if m.id not in known]
+            counted = count_message_tokens(fresh, self.components.count_tokens)
+            prepared = compress_messages(counted, self.components.compressor, self.config.extraction_roles)
+            parts = self._cut(prepared, force_segment)
+            with self.history.transaction() as conn:
+                self.history.save_messages(conn, prepared)
+                self._account_ingest(conn, user_id, prepared, len(batch.skipped_empty))
+                for part in parts:
+                    topic_id = self.history.next_counter(conn, user_id, "topic_id")
+                    seg = TopicSegment(user_id=user_id, session_id=part[0].session_id, topic_id=topic_id, messages=part)
+                    self.history.buffer_put(conn, user_id, SHORT_TERM, f"topic-{topic_id}", seg.model_dump(mode="json"))
+            stored = self._maybe_extract(user_id, force_extract)
+            return {
+                "added_messages": len(prepared),
+                "skipped_empty": len(batch.skipped_empty),
+                "skipped_known": len(batch.messages) - len(fresh),
+                "entries_stored": len(stored),
+                "entry_ids": [e.id for e in stored],
+            }
+
+    def _cut(self, messages: list[Message], force_segment: bool) -> list[list[Message]]:
+        """Topic segments of the call's messages, per session (without a segmenter: one per session)."""
+        return [part for session in split_sessions(messages) for part in cut_topics(session, self.components.segmenter)]
+
+    def _account_ingest(self, conn: Any, user_id: str, messages: list[Message], skipped: int) -> None:
+        roles = self.config.extraction_roles
+        used = [m for m in messages if m.role in roles]
+        for scope in (user_id, GLOBAL_SCOPE):
+            self.history.add_to_counter(conn, scope, "messages_in", len(messages))
+            self.history.add_to_counter(conn, scope, "messages_skipped_empty", skipped)
+            self.history.add_to_counter(conn, scope, "tokens_original", sum(m.tokens_original for m in used))
+            self.history.add_to_counter(
+                conn, scope, "tokens_after_compression",
+                sum(m.tokens_compressed if m.tokens_compressed is not None else m.tokens_original for m in used),
+            )
+
+    def _buffered_segments(self, user_id: str) -> list[tuple[str, TopicSegment]]:
+        return [(k, TopicSegment.model_validate(p)) for k, p in self.history.buffer_items(user_id, SHORT_TERM)]
+
+    def _maybe_extract(self, user_id: str, force: bool) -> list[MemoryEntry]:
+        buffered = self._buffered_segments(user_id)
+        if not buffered:
+            return []
+        roles, count = self.config.extraction_roles, self.components.count_tokens
+        tokens = sum(extraction_tokens(seg.messages, roles, count) for _, seg in buffered)
+        if not force and tokens < self.config.short_term_threshold_tokens:
+            return []
+        entries = self.components.extractor.extract([seg for _, seg in buffered])
+        index_entries(entries, self.store, self.components.embedder, self.components.bm25)
+        # The buffer is cleared only now that its entries are stored.
+        with self.history.transaction() as conn:
+            for e in entries:
+                self.history.record_change(conn, e.id, user_id, "ADD", None, e.memory, "extracted")
+            self.history.buffer_remove(conn, user_id, SHORT_TERM, [k for k, _ in buffered])
+            self.history.set_message_state(conn, [m.id for _, s in buffered for m in s.messages], "extracted")
+            for scope in (user_id, GLOBAL_SCOPE):
+                self.history.add_to_counter(conn, scope, "entries_stored", len(entries))
+                self.history.add_to_counter(conn, scope, "tokens_stored", sum(count(e.memory) for e in entries))
+        return entries
+
+    def flush(self, user_id: str = "default") -> int:
+        """Extract whatever the short-term buffer holds now; returns the number of entries stored."""
+        with self._lock:
+            return len(self._maybe_extract(user_id, force=True))
+
+    # --- retrieval --------------------------------------------------------------------------------
+    def retrieve(
+        self,
+        query: str,
+        limit: int = 10,
+        filters: dict[str, Any] | None = None,
+        user_id: str = "default",
+        as_text: bool = False,
+    ) -> list[RetrievedMemory] | str:
+        """The ``limit`` memories of ``user_id`` most relevant to ``query``, by ``retrieve_strategy``.
+
+        ``as_text=True`` gives LightMem's plain-string form, one ``date weekday: text`` line each.
+        """
+        if not isinstance(query, str) or not query.strip():
+            raise InvalidInput("query: expected a non-empty string")
+        if not isinstance(limit, int) or limit < 1:
+            raise InvalidInput(f"limit: expected a positive integer, got {limit!r}")
+        strategy = self.config.retrieve_strategy
+        c = self.components
+        dense = c.embedder.embed([query])[0] if strategy in ("embedding", "hybrid") and c.embedder else None
+        sparse = c.bm25.encode_query(query) if strategy in ("context", "hybrid") and c.bm25 else None
+        with self._lock:
+            hits = self.store.search(user_id, strategy, dense, sparse, limit, filters)
+        results = [
+            RetrievedMemory(id=e.id, score=s, memory=e.memory, time_stamp=e.time_stamp, weekday=e.weekday, entry=e)
+            for e, s in hits
+        ]
+        return "\n".join(r.as_line() for r in results) if as_text else results
+
+    def get_all(self, user_id: str = "default") -> list[MemoryEntry]:
+        with self._lock:
+            return self.store.list_entries(user_id)
+
+    def get(self, entry_id: str) -> MemoryEntry | None:
+        with self._lock:
+            found = self.store.get([entry_id])
+            return found[0] if found else None
+
+    def history_of(self, entry_id: str) -> list[dict[str, Any]]:
+        """Every change made to an entry: action, old text, new text, reason, time."""
+        return self.history.entry_history(entry_id)
+
+    # --- deletion ---------------------------------------------------------------------------------
+    def delete(self, entry_id: str) -> bool:
+        with self._lock:
+            found = self.store.get([entry_id])
+            if not found:
+                return False
+            self.store.delete([entry_id])
+            with self.history.transaction() as conn:
+                self.history.record_change(conn, entry_id, found[0].user_id, "DELETE", found[0].memory, None, "deleted by caller")
+                self.history.drop_from_update_queue(conn, [entry_id])
+            return True
+
+    def delete_all(self, user_id: str) -> None:
+        """Remove every entry, buffer and message of ``user_id``; other users are untouched."""
+        with self._lock:
+            self.store.delete_user(user_id)
+            with self.history.transaction() as conn:
+                self.history.delete_user(conn, user_id)
+
+    def reset(self) -> None:
+        """Drop everything: the collection and the history."""
+        with self._lock:
+            self.store.reset()
+            self.history.reset()
+
+    # --- offline update ---------------------------------------------------------------------------
+    def construct_update_queue_all_entries(self, top_k: int = 20, keep_top_n: int = 10, user_id: str | None = None) -> int:
+        """For each entry, find the most similar newer entries; only entries new since the last run are searched."""
+        with self._lock:
+            users = [user_id] if user_id is not None else self.history.users()
+            return sum(offline.build_queue(self.components, u, top_k, keep_top_n) for u in users)
+
+    def offline_update_all_entries(self, score_threshold: float = 0.8, user_id: str | None = None) -> dict[str, int]:
+        """Apply the update queue: without an LLM only exact duplicates are merged (and the log says so)."""
+        with self._lock:
+            users = [user_id] if user_id is not None else self.history.users()
+            totals: dict[str, int] = {}
+            for u in users:
+                for action, n in offline.apply_queue(self.components, u, score_threshold).items():
+                    totals[action] = totals.get(action, 0) + n
+            return totals
+
+    # --- accounting -------------------------------------------------------------------------------
+    def get_token_statistics(self, user_id: str | None = None) -> dict[str, float]:
+        """Messages, tokens before and after compression, entries and tokens stored, LLM calls and tokens."""
+        scope = user_id if user_id is not None else GLOBAL_SCOPE
+        stats = {k: 0.0 for k in ("messages_in", "messages_skipped_empty", "tokens_original",
+                                   "tokens_after_compression", "entries_stored", "tokens_stored")}
+        stats.update(self.history.counters(scope))
+        stats.update({f"llm_{k}": v for k, v in self.history.llm_totals(user_id).items()})
+        original = stats["tokens_original"]
+        stats["compression_ratio"] = stats["tokens_after_compression"] / original if original else 1.0
+        return stats
+
+    def close(self) -> None:
+        with self._lock:
+            self.store.close()
+            self.history.close()

@@ -1,0 +1,192 @@
+"""Qdrant store: embedded folder (``path``), in-memory (``:memory:``) or server (``url``).
+
+One collection per memory space with a named dense vector (``dense``, cosine) sized from the embedder
+and a sparse BM25 vector (``bm25``) with Qdrant's IDF modifier. Points are keyed by the entries'
+deterministic ids, so every upsert is idempotent. Opening an existing folder never wipes it.
+An embedded folder can be opened by one process only (Qdrant's local mode takes a lock).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+from qdrant_client import QdrantClient, models
+
+from lightmem_core.bm25 import SparseVec
+from lightmem_core.errors import StoreError
+from lightmem_core.models import MemoryEntry
+from lightmem_core.stores.base import SearchStrategy
+from lightmem_core.stores.filters import build_filter, user_condition
+
+log = logging.getLogger(__name__)
+DENSE = "dense"
+SPARSE = "bm25"
+_UPSERT_BATCH = 256
+_SCROLL_PAGE = 512
+
+
+class QdrantStore:
+    """Entries in one Qdrant collection; thread-safe (one client call at a time for local mode)."""
+
+    def __init__(
+        self,
+        collection: str,
+        dims: int,
+        path: str | None = None,
+        url: str | None = None,
+        api_key: str | None = None,
+        on_disk: bool = False,
+        timeout_s: float = 10.0,
+    ) -> None:
+        self.collection = collection
+        self.dims = dims
+        self.is_server = url is not None
+        try:
+            if url is not None:
+                self._client = QdrantClient(url=url, api_key=api_key, timeout=int(timeout_s))
+            else:
+                self._client = QdrantClient(path=path) if path and path != ":memory:" else QdrantClient(location=":memory:")
+        except RuntimeError as exc:  # local mode raises RuntimeError when another process holds the folder
+            raise StoreError(f"cannot open Qdrant at {url or path}: {exc}") from exc
+        self._on_disk = on_disk
+        self._lock = threading.RLock()
+        self._ensure_collection()
+
+    # --- schema -----------------------------------------------------------------------------------
+    def _ensure_collection(self) -> None:
+        with self._lock:
+            if self._client.collection_exists(self.collection):
+                self._check_dims()
+                return
+            self._client.create_collection(
+                self.collection,
+                vectors_config={DENSE: models.VectorParams(size=self.dims, distance=models.Distance.COSINE, on_disk=self._on_disk)},
+                sparse_vectors_config={SPARSE: models.SparseVectorParams(modifier=models.Modifier.IDF)},
+            )
+            if self.is_server:  # payload indexes exist only on a server; local mode warns and ignores them
+                self._client.create_payload_index(self.collection, "user_id", models.PayloadSchemaType.KEYWORD)
+                self._client.create_payload_index(self.collection, "ts", models.PayloadSchemaType.FLOAT)
+                self._client.create_payload_index(self.collection, "created_ts", models.PayloadSchemaType.FLOAT)
+            log.info("created Qdrant collection %s (%d dims)", self.collection, self.dims)
+
+    def _check_dims(self) -> None:
+        info = self._client.get_collection(self.collection)
+        vectors = info.config.params.vectors
+        existing = vectors.get(DENSE) if isinstance(vectors, dict) else None
+        if existing is None or existing.size != self.dims:
+            have = existing.size if existing is not None else "no 'dense' vector"
+            raise StoreError(f"collection {self.collection!r} has dense size {have}, the embedder gives {self.dims}")
+
+    # --- writes -----------------------------------------------------------------------------------
+    def upsert(self, entries: list[MemoryEntry], dense: list[list[float]] | None, sparse: list[SparseVec] | None) -> None:
+        if dense is not None and len(dense) != len(entries):
+            raise StoreError(f"{len(entries)} entries but {len(dense)} dense vectors")
+        if sparse is not None and len(sparse) != len(entries):
+            raise StoreError(f"{len(entries)} entries but {len(sparse)} sparse vectors")
+        points = []
+        for i, entry in enumerate(entries):
+            vector: dict[str, Any] = {}
+            if dense is not None:
+                vector[DENSE] = dense[i]
+            if sparse is not None:
+                vector[SPARSE] = models.SparseVector(indices=sparse[i].indices, values=sparse[i].values)
+            points.append(models.PointStruct(id=entry.id, vector=vector, payload=entry.to_payload()))
+        with self._lock:
+            for start in range(0, len(points), _UPSERT_BATCH):
+                self._client.upsert(self.collection, points=points[start : start + _UPSERT_BATCH], wait=True)
+
+    def delete(self, entry_ids: list[str]) -> None:
+        if entry_ids:
+            with self._lock:
+                self._client.delete(self.collection, points_selector=models.PointIdsList(points=list(entry_ids)), wait=True)
+
+    def delete_user(self, user_id: str) -> None:
+        with self._lock:
+            self._client.delete(
+                self.collection,
+                points_selector=models.FilterSelector(filter=models.Filter(must=[user_condition(user_id)])),
+                wait=True,
+            )
+
+    def reset(self) -> None:
+        with self._lock:
+            if self._client.collection_exists(self.collection):
+                self._client.delete_collection(self.collection)
+            self._ensure_collection()
+
+    # --- reads ------------------------------------------------------------------------------------
+    def get(self, entry_ids: list[str]) -> list[MemoryEntry]:
+        if not entry_ids:
+            return []
+        with self._lock:
+            records = self._client.retrieve(self.collection, ids=list(entry_ids), with_payload=True)
+        by_id = {str(r.id): MemoryEntry.from_payload(r.payload or {}) for r in records}
+        return [by_id[i] for i in entry_ids if i in by_id]
+
+    def dense_vectors(self, entry_ids: list[str]) -> dict[str, list[float]]:
+        if not entry_ids:
+            return {}
+        with self._lock:
+            records = self._client.retrieve(self.collection, ids=list(entry_ids), with_payload=False, with_vectors=[DENSE])
+        out: dict[str, list[float]] = {}
+        for r in records:
+            vec = r.vector.get(DENSE) if isinstance(r.vector, dict) else None
+            if isinstance(vec, list):
+                out[str(r.id)] = [float(x) for x in vec]  # type: ignore[arg-type]
+        return out
+
+    def list_entries(self, user_id: str, since_ts: float | None = None) -> list[MemoryEntry]:
+        """All of a user's entries (optionally only those created at or after ``since_ts``), oldest first."""
+        flt = build_filter(user_id, {"created_at": {"gte": since_ts}} if since_ts is not None else None)
+        entries: list[MemoryEntry] = []
+        offset: Any = None
+        with self._lock:
+            while True:
+                page, offset = self._client.scroll(
+                    self.collection, scroll_filter=flt, limit=_SCROLL_PAGE, offset=offset, with_payload=True
+                )
+                entries.extend(MemoryEntry.from_payload(p.payload or {}) for p in page)
+                if offset is None:
+                    break
+        entries.sort(key=lambda e: (e.time_stamp, e.created_at, e.id))
+        return entries
+
+    def count(self, user_id: str | None = None) -> int:
+        flt = models.Filter(must=[user_condition(user_id)]) if user_id is not None else None
+        with self._lock:
+            return int(self._client.count(self.collection, count_filter=flt, exact=True).count)
+
+    def search(
+        self,
+        user_id: str,
+        strategy: SearchStrategy,
+        dense: list[float] | None,
+        sparse: SparseVec | None,
+        limit: int,
+        filters: dict[str, Any] | None = None,
+    ) -> list[tuple[MemoryEntry, float]]:
+        flt = build_filter(user_id, filters)
+        sparse_q = models.SparseVector(indices=sparse.indices, values=sparse.values) if sparse is not None else None
+        with self._lock:
+            if strategy == "embedding":
+                result = self._client.query_points(self.collection, query=dense, using=DENSE, query_filter=flt, limit=limit, with_payload=True)
+            elif strategy == "context":
+                if sparse_q is None or not sparse_q.indices:
+                    return []
+                result = self._client.query_points(self.collection, query=sparse_q, using=SPARSE, query_filter=flt, limit=limit, with_payload=True)
+            else:
+                # Reciprocal rank fusion of both candidate lists, computed inside Qdrant.
+                prefetch = [models.Prefetch(query=dense, using=DENSE, filter=flt, limit=max(limit * 2, 20))]
+                if sparse_q is not None and sparse_q.indices:
+                    prefetch.append(models.Prefetch(query=sparse_q, using=SPARSE, filter=flt, limit=max(limit * 2, 20)))
+                result = self._client.query_points(
+                    self.collection, prefetch=prefetch, query=models.FusionQuery(fusion=models.Fusion.RRF),
+                    query_filter=flt, limit=limit, with_payload=True,
+                )
+        return [(MemoryEntry.from_payload(p.payload or {}), float(p.score)) for p in result.points]
+
+    def close(self) -> None:
+        with self._lock:
+            self._client.close()

@@ -1,0 +1,1 @@
+"""What applications call: the producer client, the ``lightmem`` command line, dataset loaders."""

@@ -1,0 +1,42 @@
+"""The ``lightmem`` command line.
+
+Each command group lives in its own module and registers itself here through a
+``register(subparsers)`` function; this module only assembles them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+
+from lightmem_core.errors import LightMemError
+
+# Modules that add subcommands; each exposes register(subparsers) and sets a `func` default.
+COMMAND_MODULES: tuple[str, ...] = ("producers.commands.local",)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lightmem", description="LightMem distributed memory pipeline")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG (user text appears in logs)")
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.func(args) or 0)
+    except (LightMemError, ValueError, FileNotFoundError) as exc:
+        print(f"lightmem: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

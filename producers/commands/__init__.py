@@ -1,0 +1,1 @@
+"""Subcommands of the ``lightmem`` command line, one module per group."""
