@@ -85,8 +85,11 @@ def build_extractor(config: BaseMemoryConfigs) -> Extractor:
     raise NotSupportedError(f"memory_manager.model_name={name!r}: LLM extraction is not supported yet; use 'verbatim'")
 
 
-def build_components(config: BaseMemoryConfigs) -> Components:
-    """Build every backend the configuration names, failing early on bad paths or unbuilt options."""
+def build_components(config: BaseMemoryConfigs, embedder: Embedder | None = None) -> Components:
+    """Build every backend the configuration names, failing early on bad paths or unbuilt options.
+
+    ``embedder`` lets a caller share one loaded embedder between several memories (tests, eval).
+    """
     if config.pre_compress:
         raise NotSupportedError("pre_compress=True: pre-compression is not supported yet")
     if config.topic_segment:
@@ -94,7 +97,10 @@ def build_components(config: BaseMemoryConfigs) -> Components:
     if config.update == "online":
         raise NotSupportedError("update='online' is not supported yet; use 'offline'")
     extractor = build_extractor(config)
-    embedder = build_embedder(config)
+    if embedder is None:
+        embedder = build_embedder(config)
+    elif "dense" not in config.indexed_vectors:
+        embedder = None
     bm25 = None
     if "sparse" in config.indexed_vectors:
         opts = config.context_retriever.configs if config.context_retriever else None
