@@ -303,9 +303,11 @@ def parse_config(data: dict[str, Any] | BaseMemoryConfigs) -> BaseMemoryConfigs:
         raise ConfigError(f"configuration must be a dict, got {type(data).__name__}")
     try:
         return BaseMemoryConfigs.model_validate(data)
-    except NotSupportedError:
-        raise
     except ValidationError as exc:
+        for err in exc.errors():
+            cause = (err.get("ctx") or {}).get("error")
+            if isinstance(cause, NotSupportedError):
+                raise NotSupportedError(str(cause)) from exc
         raise ConfigError(_describe(exc)) from exc
 
 
