@@ -89,3 +89,46 @@ def test_dense_vectors_round_trip(store: QdrantStore) -> None:
     _put(store, [e])
     vec = store.dense_vectors([e.id])[e.id]
     assert pytest.approx(vec, abs=1e-5) == EMB.embed(["vector please"])[0]
+
+
+def test_embedded_mirror_ranks_exactly_like_qdrant(tmp_path: Path) -> None:
+    """The in-process mirror of embedded mode must give Qdrant's own results, scores included.
+
+    The data is built without ties (random dense vectors, a distinct length per document), since
+    Qdrant leaves the order of equal scores unspecified.
+    """
+    import random
+    import zlib
+
+    def vec(text: str) -> list[float]:
+        r = random.Random(zlib.crc32(text.encode()))
+        return [r.gauss(0, 1) for _ in range(EMB.dims)]
+
+    rng = random.Random(3)
+    words = "apple river engine violin garden planet coffee mountain silver rocket winter harbor".split()
+    entries = []
+    for i in range(160):
+        user = "alice" if i % 3 else "bob"
+        text = " ".join(rng.sample(words, rng.randint(1, 4)) + [f"filler{i}x{k}" for k in range(5 * i)])
+        entries.append(_entry(user, text, 1 + i % 28).model_copy(update={"id": entry_id_for(user, [str(i)], text)}))
+    plain = QdrantStore("c", EMB.dims, path=":memory:", mirror=False)
+    mirrored = QdrantStore("c", EMB.dims, path=str(tmp_path / "m"))
+
+    def put(s: QdrantStore, batch: list[MemoryEntry]) -> None:
+        s.upsert(batch, [vec(e.memory) for e in batch], [BM25.encode_document(e.memory) for e in batch])
+
+    for s in (plain, mirrored):
+        put(s, entries[:80])
+    mirrored.search("alice", "embedding", vec("x"), None, 1)  # loads the mirror from the folder
+    for s in (plain, mirrored):
+        put(s, entries[80:])  # later writes reach the mirror too
+        s.delete([entries[1].id])
+    for query in ("apple river", "violin coffee winter", "rocket", "harbor garden"):
+        dense, sparse = vec(query), BM25.encode_query(query)
+        for strategy in ("embedding", "context", "hybrid"):
+            for filters in (None, {"time_stamp": {"gte": "2025-01-05", "lt": "2025-01-20"}}):
+                want = [(e.id, round(sc, 4)) for e, sc in plain.search("alice", strategy, dense, sparse, 10, filters)]
+                got = [(e.id, round(sc, 4)) for e, sc in mirrored.search("alice", strategy, dense, sparse, 10, filters)]
+                assert want and got == want, (query, strategy, filters)
+    plain.close()
+    mirrored.close()

@@ -1,0 +1,1 @@
+"""Benchmarks (``make bench``): figures printed as Markdown, not tests."""
