@@ -70,7 +70,7 @@ def run() -> str:
                     bm25 = memory.components.bm25
                     assert bm25 is not None
                     sparse = [bm25.encode_document(t) for t in all_texts]
-                    upsert_s = timed(lambda m=memory: m.store.upsert(entries, dense, sparse))
+                    upsert_s = timed(lambda m=memory, e=entries, d=dense, s=sparse: m.store.upsert(e, d, s))
                 for q in questions[:10]:
                     memory.retrieve(q, limit=10, user_id="bench")  # warm-up
                 latencies = [timed(lambda q=q, m=memory: m.retrieve(q, limit=10, user_id="bench")) * 1000 for q in questions]
