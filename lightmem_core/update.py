@@ -101,7 +101,7 @@ def apply_queue(c: Components, user_id: str, score_threshold: float, decider: Up
         decider = ExactDuplicateDecider()
     counts = {"update": 0, "delete": 0, "ignore": 0}
     for entry_id, cands in c.history.update_queue(user_id):
-        ids = [str(x["id"]) for x in cands if float(x["score"]) >= score_threshold]  # type: ignore[arg-type]
+        ids = [str(x["id"]) for x in cands if float(x["score"]) >= score_threshold]
         found = c.store.get([entry_id])
         if not found:
             with c.history.transaction() as conn:
