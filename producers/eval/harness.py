@@ -1,0 +1,128 @@
+"""One evaluation run end to end: systems, shared embedder, scoring, optional LLM judge, result files.
+
+Results are written after every system, so a run that stops halfway still leaves what it measured.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import platform
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from lightmem_core.config import BaseMemoryConfigs
+from lightmem_core.embedders.base import Embedder
+from lightmem_core.factory import build_embedder
+from producers.datasets import Conversation
+from producers.eval.answering import Answerer, LLMEndpoint
+from producers.eval.report import write_all
+from producers.eval.runner import EvalOptions, SystemResult, dataset_summary, run_eval
+from producers.eval.systems import ALL_SYSTEMS, DEFAULT, RAW_DENSE, RAW_HYBRID, build_specs, raw_turn_config
+
+log = logging.getLogger(__name__)
+PER_QUESTION_JSON = "per_question.json"
+
+
+@dataclass
+class EvalRun:
+    """Everything one run needs besides the data."""
+
+    dataset: str
+    config: BaseMemoryConfigs
+    results_dir: Path
+    options: EvalOptions = field(default_factory=EvalOptions)
+    systems: tuple[str, ...] = ALL_SYSTEMS
+    llm: LLMEndpoint | None = None
+    data_path: str = ""
+    command: str = ""
+
+
+def shared_embedder(config: BaseMemoryConfigs) -> Embedder | None:
+    """One embedder for every system: the configuration's, built once."""
+    return build_embedder(raw_turn_config(RAW_DENSE, config))
+
+
+def goal_check(systems: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
+    """The issue's goal: default recall@10 within 2 points of raw-dense at ≤ 60% of its stored tokens;
+    hybrid at least as good as dense."""
+    by = {s["name"]: s for s in systems}
+    if DEFAULT not in by or RAW_DENSE not in by or "recall@10" not in by[RAW_DENSE]["metrics"]:
+        return None
+    d, r = by[DEFAULT], by[RAW_DENSE]
+    gap = 100 * (d["metrics"]["recall@10"] - r["metrics"]["recall@10"])
+    share = d["cost"].get("tokens_stored", 0) / max(1.0, r["cost"].get("tokens_stored", 0))
+    out: dict[str, Any] = {
+        "default_minus_raw_dense_recall@10_points": gap,
+        "default_stored_token_share": share,
+        "recall_ok": gap >= -2.0,
+        "tokens_ok": share <= 0.60,
+    }
+    if RAW_HYBRID in by:
+        out["hybrid_minus_dense_recall@10_points"] = 100 * (by[RAW_HYBRID]["metrics"]["recall@10"] - r["metrics"]["recall@10"])
+        out["hybrid_ok"] = out["hybrid_minus_dense_recall@10_points"] >= 0.0
+    return out
+
+
+def evaluate(conversations: Sequence[Conversation], run: EvalRun, embedder: Embedder | None = None) -> dict[str, Any]:
+    """Run every system, judge answers when an LLM is configured, write the result files; returns the report."""
+    specs = build_specs(run.config, run.systems)  # bad system names or configs fail before any work
+    answerer = Answerer(run.llm) if run.llm is not None else None
+    started, clock = datetime.now(tz=UTC), time.perf_counter()
+    options = run.options
+    chosen = list(conversations)[: options.limit_conversations] if options.limit_conversations else list(conversations)
+    report: dict[str, Any] = {
+        "dataset": run.dataset, "data": run.data_path, "command": run.command, "started_at": started.isoformat(),
+        "options": {**asdict(options), "categories": sorted(options.categories) if options.categories else None,
+                    "systems": list(run.systems)},
+        "input": dataset_summary(chosen, options),
+        "machine": {"python": platform.python_version(), "platform": platform.platform(), "torch_threads": _torch_threads()},
+        "systems": [],
+    }
+    per_question: dict[str, Any] = {}
+    embedder = embedder if embedder is not None else shared_embedder(run.config)
+
+    def done(result: SystemResult) -> None:
+        report["systems"].append(result.to_json())
+        per_question[result.name] = result.per_question
+        report["wall_s"] = time.perf_counter() - clock
+        report["goal"] = goal_check(report["systems"])
+        _write(report, per_question, run.results_dir)
+
+    with tempfile.TemporaryDirectory(prefix="lightmem-eval-") as work:
+        results = run_eval(chosen, specs, Path(work), embedder, options, on_system_done=done)
+    if answerer is not None:
+        try:
+            report["answers"] = _judge(answerer, results)
+        finally:
+            answerer.close()
+    report["wall_s"] = time.perf_counter() - clock
+    _write(report, per_question, run.results_dir)
+    return report
+
+
+def _judge(answerer: Answerer, results: list[SystemResult]) -> dict[str, Any]:
+    """Answer accuracy for the configured pipeline (LLM calls cost money: baselines are not judged)."""
+    out: dict[str, Any] = {"answer_model": answerer.endpoint.model, "judge_model": answerer.endpoint.judge, "systems": {}}
+    for result in results:
+        if result.name == DEFAULT:
+            out["systems"][result.name] = answerer.run(result.retrievals)
+    return out
+
+
+def _write(report: dict[str, Any], per_question: dict[str, Any], folder: Path) -> None:
+    write_all(report, folder)
+    (folder / PER_QUESTION_JSON).write_text(json.dumps(per_question) + "\n", encoding="utf-8")
+
+
+def _torch_threads() -> int | None:
+    try:
+        import torch
+    except ImportError:  # pragma: no cover - torch is a dependency
+        return None
+    return int(torch.get_num_threads())
