@@ -34,6 +34,7 @@ class LocalIndex:
         self._postings: dict[int, dict[int, float]] = {}
         self._user_rows: dict[str, set[int]] = {}
         self._matrix: np.ndarray | None = None
+        self._by_user: dict[str, tuple[list[int], np.ndarray]] = {}  # contiguous per-user dense block
         self._live = 0
 
     def put(self, point_id: str, payload: dict[str, Any], dense: list[float] | None, sparse: dict[int, float] | None) -> None:
@@ -57,6 +58,7 @@ class LocalIndex:
             self._live += 1
         self._user_rows.setdefault(str(payload.get("user_id")), set()).add(row)
         self._matrix = None
+        self._by_user.pop(str(payload.get("user_id")), None)
 
     def remove(self, point_id: str) -> None:
         row = self._row.pop(point_id, None)
@@ -69,6 +71,7 @@ class LocalIndex:
             self._live -= 1
         self._user_rows.get(str(self._payloads[row].get("user_id")), set()).discard(row)
         self._matrix = None
+        self._by_user.pop(str(self._payloads[row].get("user_id")), None)
 
     def ids_of_user(self, user_id: str) -> list[str]:
         return [self._ids[r] for r in self._user_rows.get(user_id, set())]
@@ -83,13 +86,24 @@ class LocalIndex:
             self._matrix = np.vstack([v if v is not None else zero for v in self._dense]) if self._dense else np.zeros((0, self.dims), np.float32)
         return self._matrix
 
+    def _user_block(self, user_id: str) -> tuple[list[int], np.ndarray]:
+        """The user's rows that have a dense vector, and their vectors as one contiguous matrix."""
+        if user_id not in self._by_user:
+            rows = [r for r in sorted(self._user_rows.get(user_id, set())) if self._dense[r] is not None]
+            block = self._stacked()[rows] if rows else np.zeros((0, self.dims), np.float32)
+            self._by_user[user_id] = (rows, block)
+        return self._by_user[user_id]
+
     def dense_search(self, user_id: str, query: list[float], limit: int, filters: dict[str, Any] | None) -> list[tuple[int, float]]:
-        rows = [r for r in self._rows(user_id, filters) if self._dense[r] is not None]
+        rows, block = self._user_block(user_id)
+        if filters:
+            keep = [i for i, r in enumerate(rows) if matches(self._payloads[r], filters)]
+            rows, block = [rows[i] for i in keep], block[keep]
         if not rows:
             return []
         q = np.asarray(query, dtype=np.float32)
         q = q / (float(np.linalg.norm(q)) or 1.0)
-        scores = self._stacked()[rows] @ q
+        scores = block @ q
         top = np.argsort(-scores, kind="stable")[:limit]
         return [(rows[i], float(scores[i])) for i in top]
 
