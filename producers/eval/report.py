@@ -62,6 +62,8 @@ def markdown(report: dict[str, Any]) -> str:
                  _num(c.get("ingest_s")), _num(c.get("retrieval_p50_ms")), _num(c.get("retrieval_p95_ms"))]
         lines.append("| " + " | ".join(cells) + " |")
     out = ["\n".join(lines), "", _category_table(systems, 10 if 10 in ks else ks[-1])]
+    if report.get("goal"):
+        out += ["", _goal_line(report["goal"])]
     answers = report.get("answers")
     if answers:
         out += ["", _answer_table(answers)]
@@ -76,6 +78,18 @@ def _category_table(systems: list[dict[str, Any]], k: int) -> str:
         by = s["metrics_by_category"]
         lines.append("| " + " | ".join([s["name"], *[_num(by.get(c, {}).get(f"recall@{k}"), 1, 100) for c in cats]]) + " |")
     return "\n".join(lines)
+
+
+def _goal_line(goal: dict[str, Any]) -> str:
+    def mark(ok: bool) -> str:
+        return "met" if ok else "MISSED"
+
+    text = (f"Goal at k={goal['k']}: default recall {goal['default_minus_raw_dense_recall_points']:+.1f} points vs "
+            f"raw-dense (≥ -2: {mark(goal['recall_ok'])}); stored tokens {100 * goal['default_stored_token_share']:.0f}% "
+            f"of raw-dense (≤ 60%: {mark(goal['tokens_ok'])})")
+    if "hybrid_ok" in goal:
+        text += f"; raw-hybrid {goal['hybrid_minus_dense_recall_points']:+.1f} points vs dense (≥ 0: {mark(goal['hybrid_ok'])})"
+    return text + "."
 
 
 def _answer_table(answers: dict[str, Any]) -> str:
