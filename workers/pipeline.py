@@ -1,0 +1,89 @@
+"""What one worker process works with: the memory configuration, its models and stores, built lazily.
+
+Each role builds only what it uses, once per process: a compress worker loads the compressor and the
+segmenter, an extract worker the extractor, the store owner the store, history and embedder. In
+embedded mode nothing but the store worker may touch ``components`` (it opens the Qdrant folder).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from functools import cached_property
+from typing import Any
+
+import redis
+
+from lightmem_core import factory
+from lightmem_core.compressors.base import Compressor
+from lightmem_core.config import BaseMemoryConfigs
+from lightmem_core.errors import NotSupportedError
+from lightmem_core.extraction import Extractor
+from lightmem_core.factory import Components
+from lightmem_core.segmenters.base import Segmenter
+from lightmem_core.tokens import count_tokens
+from workers.settings import DistributedSettings
+from workers.state import PipelineState
+
+
+def redis_client(settings: DistributedSettings) -> redis.Redis:
+    """A client for the broker's Redis that fails within the configured timeouts instead of hanging."""
+    kwargs: dict[str, Any] = {
+        "socket_connect_timeout": settings.redis_connect_timeout_s,
+        "socket_timeout": settings.redis_socket_timeout_s,
+        "health_check_interval": 30,
+    }
+    if settings.redis_url.startswith("rediss://"):
+        kwargs["ssl_cert_reqs"] = settings.redis_ssl_cert_reqs
+    return redis.Redis.from_url(settings.redis_url, **kwargs)
+
+
+def state_for(settings: DistributedSettings) -> PipelineState:
+    return PipelineState(redis_client(settings), settings.key_prefix, settings.lock_timeout_s,
+                         inflight_ttl_s=settings.visibility_timeout_s)
+
+
+class Pipeline:
+    """The stages' backends for one process, each built on first use."""
+
+    def __init__(self, settings: DistributedSettings, builders: dict[str, Callable[[BaseMemoryConfigs], Any]]) -> None:
+        self.settings = settings
+        self.config: BaseMemoryConfigs = settings.memory_cfg
+        self._builders = builders
+        self._lock = threading.Lock()
+        self.count_tokens: Callable[[str], int] = count_tokens
+
+    @cached_property
+    def state(self) -> PipelineState:
+        return state_for(self.settings)
+
+    def _build(self, role: str, enabled: bool) -> Any:
+        if not enabled:
+            return None
+        builder = self._builders.get(role)
+        if builder is None:
+            raise NotSupportedError(f"{role}: enabled in the configuration but lightmem_core has no builder for it yet")
+        with self._lock:
+            return builder(self.config)
+
+    @cached_property
+    def compressor(self) -> Compressor | None:
+        return self._build("compressor", self.config.pre_compress)  # type: ignore[no-any-return]
+
+    @cached_property
+    def segmenter(self) -> Segmenter | None:
+        return self._build("segmenter", self.config.topic_segment)  # type: ignore[no-any-return]
+
+    @cached_property
+    def extractor(self) -> Extractor:
+        return self._build("extractor", True)  # type: ignore[no-any-return]
+
+    @cached_property
+    def components(self) -> Components:
+        """Store, history, embedder and BM25: only the store owner (or any worker with a Qdrant server)."""
+        with self._lock:
+            return factory.build_components(self.config)
+
+    @property
+    def roles(self) -> set[str]:
+        return self.config.extraction_roles
