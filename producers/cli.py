@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from lightmem_core.errors import LightMemError
 
 # Modules that add subcommands; each exposes register(subparsers) and sets a `func` default.
-COMMAND_MODULES: tuple[str, ...] = ("producers.commands.local", "producers.eval.commands")
+COMMAND_MODULES: tuple[str, ...] = ("producers.commands.local", "producers.eval.commands", "producers.commands.distributed")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -139,12 +139,18 @@ class MemoryProducer:
         result = self.app.send_task(SEARCH, args=[encode(SearchPayload(user_id=user_id, query=query, limit=limit))])
         return list(result.get(timeout=timeout_s))
 
+    def entries(self, user_id: str, timeout_s: float = 60.0) -> list[dict[str, Any]]:
+        """Every entry of a user, through the store worker."""
+        result = self.app.send_task("lightmem.store.entries", args=[encode(DrainPayload(user_id=user_id))])
+        return list(result.get(timeout=timeout_s))
+
     def update_now(self) -> list[str]:
         """Run the nightly fan-out now; returns the users given an update (waits for the fan-out only)."""
         return list(self.app.send_task(NIGHTLY).get(timeout=60))
 
     def close(self) -> None:
         self.state.r.close()
+        self.app.close()
 
     # --- helpers ----------------------------------------------------------------------------------
     def _where(self) -> str:

@@ -154,12 +154,18 @@ def search(pipe: Pipeline, payload: SearchPayload) -> list[dict[str, Any]]:
             for e, s in hits]
 
 
+def list_entries(pipe: Pipeline, user_id: str) -> list[dict[str, Any]]:
+    """Every entry of a user, as JSON (for tests, exports and the demo)."""
+    return [e.model_dump(mode="json") for e in pipe.components.store.list_entries(user_id)]
+
+
 # --- update -----------------------------------------------------------------------------------------
 def fan_out_updates(pipe: Pipeline, send: Send) -> list[str]:
     """One update task per user with entries stored since that user's last update."""
     users = pipe.state.users_with_new_entries()
     for user_id, newest in users.items():
         send(UPDATE_USER, encode(UpdatePayload(user_id=user_id, watermark=newest)))
+        pipe.state.mark_update_sent(user_id, newest)
     return list(users)
 
 

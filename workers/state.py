@@ -222,7 +222,12 @@ class PipelineState:
         """Users whose newest stored entry is past their update watermark, with that newest time."""
         newest = {k.decode(): float(v) for k, v in self.r.hgetall(f"{self.p}:entries_ts").items()}
         marks = {k.decode(): float(v) for k, v in self.r.hgetall(f"{self.p}:update_wm").items()}
-        return {u: ts for u, ts in sorted(newest.items()) if ts > marks.get(u, -1.0)}
+        sent = {k.decode(): float(v) for k, v in self.r.hgetall(f"{self.p}:update_sent").items()}
+        # An update already queued for the same newest entry is not queued again on the next tick.
+        return {u: ts for u, ts in sorted(newest.items()) if ts > marks.get(u, -1.0) and ts != sent.get(u)}
+
+    def mark_update_sent(self, user_id: str, newest: float) -> None:
+        self.r.hset(f"{self.p}:update_sent", user_id, newest)
 
     def move_watermark(self, user_id: str, watermark: float) -> None:
         pipe = self.r.pipeline()

@@ -8,7 +8,7 @@ from celery import Task
 
 from workers import flow
 from workers.app import app, get_pipeline
-from workers.messages import SearchPayload, StorePayload, decode
+from workers.messages import DrainPayload, SearchPayload, StorePayload, decode
 from workers.tasks import run_stage, send, user_of
 
 
@@ -22,3 +22,9 @@ def index(self: Task, raw: Any) -> int:
 def search(self: Task, raw: Any) -> list[dict[str, Any]]:
     """Retrieval for ``lightmem search`` and the demo, answered by the process that owns the store."""
     return run_stage(self, raw, user_of(raw), lambda: flow.search(get_pipeline(), decode(SearchPayload, raw)))
+
+
+@app.task(bind=True, name="lightmem.store.entries")
+def entries(self: Task, raw: Any) -> list[dict[str, Any]]:
+    """Every entry of one user (``{"v": 1, "user_id": ...}``), from the process that owns the store."""
+    return run_stage(self, raw, user_of(raw), lambda: flow.list_entries(get_pipeline(), decode(DrainPayload, raw).user_id))

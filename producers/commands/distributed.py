@@ -1,0 +1,178 @@
+"""Distributed-mode commands: enqueue, status, search, update, stats, and the worker/beat/flower processes."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+ROLES = ("compress", "extract", "store", "update")
+
+
+def register(subparsers: Any) -> None:
+    enqueue = subparsers.add_parser("enqueue", help="validate a dataset file and queue its sessions")
+    enqueue.add_argument("file", type=Path)
+    enqueue.add_argument("--format", required=True, choices=["locomo", "longmemeval", "jsonl"], dest="fmt")
+    enqueue.add_argument("--batch-sessions", type=int, default=None, help="sessions per compress task (GPU batch)")
+    enqueue.add_argument("--limit", type=int, default=None, help="only the first N conversations")
+    enqueue.add_argument("--no-flush", action="store_true", help="leave partial buffers for the idle flush")
+    enqueue.add_argument("--wait", type=float, default=0.0, metavar="S", help="wait up to S seconds until indexed")
+    enqueue.set_defaults(func=_enqueue)
+    status = subparsers.add_parser("status", help="backlog per queue, buffered turns, failures (or one tracking id)")
+    status.add_argument("tracking_id", nargs="?")
+    status.set_defaults(func=_status)
+    search = subparsers.add_parser("search", help="retrieve a user's memories (through the store worker)")
+    search.add_argument("user")
+    search.add_argument("query")
+    search.add_argument("--limit", type=int, default=5)
+    search.set_defaults(func=_search)
+    update = subparsers.add_parser("update", help="the offline update for every user with new entries")
+    update.add_argument("--now", action="store_true", required=True, help="run it now instead of waiting for beat")
+    update.set_defaults(func=_update)
+    stats = subparsers.add_parser("stats", help="compression ratio, entries, LLM calls and tokens per 1,000 turns")
+    stats.set_defaults(func=_stats)
+    worker = subparsers.add_parser("worker", help="start a worker process for one queue")
+    worker.add_argument("role", choices=ROLES)
+    worker.add_argument("--concurrency", type=int, default=None)
+    worker.add_argument("--name", default=None, help="worker node name (default: the role)")
+    worker.set_defaults(func=_worker)
+    beat = subparsers.add_parser("beat", help="start the scheduler: nightly update, idle-buffer flush")
+    beat.add_argument("--schedule-file", default=None, help="where beat keeps its state")
+    beat.set_defaults(func=_beat)
+    flower = subparsers.add_parser("flower", help="start Flower on the same broker (LIGHTMEM_FLOWER_* settings)")
+    flower.set_defaults(func=_flower)
+
+
+def _producer() -> Any:
+    from producers.sdk import MemoryProducer
+
+    return MemoryProducer()
+
+
+def _enqueue(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from producers.datasets import load_dataset
+
+    conversations = load_dataset(args.file, args.fmt)[: args.limit]  # whole file checked before queueing
+    producer = _producer()
+    size = args.batch_sessions or producer.settings.compress_batch_sessions
+    sessions = [(c.user_id, s, s.session_id) for c in conversations for s in c.sessions]
+    ids: list[str] = []
+    with tqdm(total=sum(len(s.messages) for _, s, _ in sessions), unit="turn", desc="enqueue") as bar:
+        for start in range(0, len(sessions), size):
+            chunk = sessions[start:start + size]
+            ids += producer.enqueue_sessions(chunk)
+            bar.update(sum(len(s.messages) for _, s, _ in chunk))
+    if not args.no_flush:
+        for conversation in conversations:
+            producer.flush(conversation.user_id)
+    print(f"queued {len(ids)} sessions of {len(conversations)} users")
+    if args.wait:
+        states = _wait_with_bar(producer, ids, args.wait)
+        failed = sum(s == "failed" for s in states.values())
+        print(f"indexed {len(states) - failed}, failed {failed}")
+        return 1 if failed else 0
+    return 0
+
+
+def _wait_with_bar(producer: Any, ids: list[str], timeout_s: float) -> dict[str, str]:
+    import time
+
+    from tqdm import tqdm
+
+    deadline = time.monotonic() + timeout_s
+    with tqdm(total=len(ids), unit="session", desc="indexed") as bar:
+        while True:
+            try:
+                return dict(producer.wait_indexed(ids, timeout_s=min(1.0, max(0.0, deadline - time.monotonic()))))
+            except TimeoutError:
+                done = sum(producer.status(t).get("state") in ("indexed", "failed") for t in ids)
+                bar.update(done - bar.n)
+                if time.monotonic() > deadline:
+                    raise
+
+
+def _status(args: argparse.Namespace) -> int:
+    print(json.dumps(_producer().status(args.tracking_id), indent=2, default=str))
+    return 0
+
+
+def _search(args: argparse.Namespace) -> int:
+    for hit in _producer().search(args.user, args.query, limit=args.limit):
+        print(f"{hit['score']:.3f}  {hit['time_stamp'][:10]} {hit['weekday']}: {hit['memory']}")
+    return 0
+
+
+def _update(args: argparse.Namespace) -> int:
+    users = _producer().update_now()
+    print(f"offline update queued for {len(users)} user(s): {', '.join(users) or '-'}")
+    return 0
+
+
+def stats_table(stats: dict[str, float], llm: dict[str, float]) -> list[tuple[str, float]]:
+    turns = stats.get("messages_in", 0.0)
+    original = stats.get("tokens_original", 0.0)
+    per_k = 1000.0 / turns if turns else 0.0
+    return [
+        ("turns in", turns),
+        ("entries stored", stats.get("entries_stored", 0.0)),
+        ("tokens before compression", original),
+        ("tokens after compression", stats.get("tokens_after_compression", 0.0)),
+        ("compression ratio", stats.get("tokens_after_compression", 0.0) / original if original else 1.0),
+        ("LLM calls per 1,000 turns", llm.get("calls", 0.0) * per_k),
+        ("LLM prompt tokens per 1,000 turns", llm.get("prompt_tokens", 0.0) * per_k),
+        ("LLM completion tokens per 1,000 turns", llm.get("completion_tokens", 0.0) * per_k),
+        ("batches extracted", stats.get("batches", 0.0)),
+        ("failures", stats.get("failures", 0.0)),
+    ]
+
+
+def _llm_totals() -> dict[str, float]:
+    """LLM accounting from the history store when this host can read it (it is written by the extractor)."""
+    from lightmem_core.history import HistoryStore
+    from workers.settings import get_settings
+
+    path = get_settings().memory_cfg.history_db_path
+    if not Path(path).is_file():
+        return {}
+    history = HistoryStore(path)
+    try:
+        return history.llm_totals()
+    finally:
+        history.close()
+
+
+def _stats(args: argparse.Namespace) -> int:
+    stats = _producer().state.stats()
+    for label, value in stats_table(stats, _llm_totals()):
+        print(f"  {label:40s} {value:,.3f}" if value % 1 else f"  {label:40s} {value:,.0f}")
+    return 0
+
+
+def _exec(argv: list[str]) -> int:
+    os.execvp(argv[0], argv)  # replaces this process: signals go straight to Celery
+
+
+def _worker(args: argparse.Namespace) -> int:
+    from workers.launch import process_argv
+    from workers.settings import get_settings
+
+    return _exec(process_argv(args.role, get_settings(), name=args.name, concurrency=args.concurrency))
+
+
+def _beat(args: argparse.Namespace) -> int:
+    from workers.launch import process_argv
+    from workers.settings import get_settings
+
+    extra = ["--schedule", args.schedule_file] if args.schedule_file else []
+    return _exec(process_argv("beat", get_settings(), extra=extra))
+
+
+def _flower(args: argparse.Namespace) -> int:
+    from workers.launch import process_argv
+    from workers.settings import get_settings
+
+    return _exec(process_argv("flower", get_settings()))
