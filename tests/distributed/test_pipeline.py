@@ -1,0 +1,128 @@
+"""The pipeline through real worker processes: equal to LightMemory, idempotent, ordered, failures kept."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from lightmem_core import LightMemory
+from lightmem_core.factory import build_components
+from producers.datasets import load_locomo
+from producers.settings import deep_merge
+from tests.distributed.conftest import Cluster
+
+pytestmark = pytest.mark.integration
+LOCOMO_USERS = 3
+
+
+def _cli(cluster: Cluster, *args: str, timeout_s: float = 400) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, **cluster.env}
+    done = subprocess.run([sys.executable, "-m", "producers.cli", *args], env=env, capture_output=True, text=True,
+                          timeout=timeout_s, cwd=Path(__file__).resolve().parents[2])
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
+def _reference(cluster: Cluster, tmp_path: Path, embedder: Any) -> LightMemory:
+    """``LightMemory`` in this process, on the workers' configuration with its own folders."""
+    base = cluster.settings.memory_cfg.model_dump(exclude_none=True)
+    paths = {"history_db_path": str(tmp_path / "ref.db"), "embedding_retriever": {"configs": {"path": str(tmp_path / "q")}}}
+    from lightmem_core import parse_config
+
+    cfg = parse_config(deep_merge(base, paths))
+    return LightMemory(cfg, build_components(cfg, embedder=embedder))
+
+
+def _key(entry: dict[str, Any]) -> tuple[str, str, int, tuple[str, ...], str]:
+    return (entry["id"], entry["memory"], entry["topic_id"], tuple(entry["source_ids"]), entry["session_id"])
+
+
+@pytest.fixture(scope="module")
+def locomo_indexed(cluster: Cluster, data_dir: Path) -> list[Any]:
+    """Three LoCoMo conversations enqueued through the command line, waited on until indexed."""
+    done = _cli(cluster, "enqueue", str(data_dir / "locomo10.json"), "--format", "locomo", "--limit", str(LOCOMO_USERS),
+                "--wait", "360")
+    assert "failed 0" in done.stdout, done.stdout
+    return load_locomo(data_dir / "locomo10.json")[:LOCOMO_USERS]
+
+
+def test_locomo_through_the_queues_equals_lightmemory(cluster: Cluster, locomo_indexed: list[Any], tmp_path: Path,
+                                                      minilm_embedder: Any) -> None:
+    reference = _reference(cluster, tmp_path, minilm_embedder)
+    try:
+        for conversation in locomo_indexed:
+            for session in conversation.sessions:
+                reference.add_memory(session.messages, force_segment=True, user_id=conversation.user_id,
+                                     session_id=session.session_id)
+            reference.flush(conversation.user_id)
+            expected = {_key(e.model_dump(mode="json")) for e in reference.get_all(conversation.user_id)}
+            got = {_key(e) for e in cluster.producer.entries(conversation.user_id)}
+            assert len(got) == len(expected) > 100
+            assert got == expected
+    finally:
+        reference.close()
+    status = cluster.producer.status()
+    assert status["buffered_turns"] == 0
+
+
+def test_enqueueing_the_same_sessions_again_adds_no_entry(cluster: Cluster, locomo_indexed: list[Any],
+                                                          data_dir: Path) -> None:
+    users = [c.user_id for c in locomo_indexed]
+    before = {u: sorted(e["id"] for e in cluster.producer.entries(u)) for u in users}
+    _cli(cluster, "enqueue", str(data_dir / "locomo10.json"), "--format", "locomo", "--limit", str(LOCOMO_USERS),
+         "--wait", "120")
+    after = {u: sorted(e["id"] for e in cluster.producer.entries(u)) for u in users}
+    assert after == before
+
+
+def _sessions(user: str) -> list[dict[str, Any]]:
+    return [
+        {"session_id": f"{user}-s{i}", "time_stamp": f"2025-03-0{i}T10:00:00Z",
+         "turns": [{"role": "user", "content": f"On day {i} I planted {n} tomato seedlings."},
+                   {"role": "assistant", "content": "Nice."},
+                   {"role": "user", "content": f"Day {i}: the greenhouse thermometer read {20 + i} degrees."}]}
+        for i, n in ((1, 3), (2, 5), (3, 8), (4, 13))
+    ]
+
+
+def test_sessions_enqueued_in_reverse_order_are_applied_in_time_order(cluster: Cluster, tmp_path: Path,
+                                                                      minilm_embedder: Any) -> None:
+    user = "reverse-user"
+    ids = [cluster.producer.enqueue_session(user, s) for s in reversed(_sessions(user))]
+    cluster.producer.flush(user)
+    assert set(cluster.producer.wait_indexed(ids, timeout_s=120).values()) == {"indexed"}
+    got = sorted(cluster.producer.entries(user), key=lambda e: e["topic_id"])
+    assert [e["session_id"] for e in got] == sorted(e["session_id"] for e in got)  # topics follow time
+    reference = _reference(cluster, tmp_path, minilm_embedder)
+    try:
+        for s in _sessions(user):
+            turns = [dict(t, time_stamp=s["time_stamp"]) for t in s["turns"]]
+            reference.add_memory(turns, force_segment=True, user_id=user, session_id=s["session_id"])
+        reference.flush(user)
+        assert {_key(e) for e in got} == {_key(e.model_dump(mode="json")) for e in reference.get_all(user)}
+    finally:
+        reference.close()
+
+
+def test_bad_payload_is_failed_with_its_reason_and_other_users_go_on(cluster: Cluster) -> None:
+    bad = {"v": 2, "sessions": [{"tracking_id": "t-bad", "user_id": "bad-user", "session_id": "x", "messages": []}]}
+    cluster.producer.app.send_task("lightmem.compress.sessions", args=[bad])
+    good = cluster.producer.enqueue_session("good-user", _sessions("good-user")[0])
+    cluster.producer.flush("good-user")
+    assert cluster.producer.wait_indexed([good], timeout_s=60) == {good: "indexed"}
+    deadline = time.monotonic() + 30
+    while True:
+        failures = [f for f in cluster.producer.status()["recent_failures"] if f["task"] == "lightmem.compress.sessions"]
+        if failures or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert failures, "the bad payload was not recorded as failed"
+    assert "PayloadError" in failures[0]["reason"] and "v" in failures[0]["reason"]
+    assert failures[0]["payload"] == bad  # the raw payload is kept
+    assert len(cluster.producer.entries("good-user")) == 2
