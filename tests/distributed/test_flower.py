@@ -1,0 +1,99 @@
+"""Flower, started by the test on the same broker: its API lists the workers and the finished tasks,
+and its page loads in headless Chromium (the screenshot is saved under artifacts/)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.distributed.conftest import ROLES, Cluster
+from workers.launch import free_port, process_argv
+
+pytestmark = pytest.mark.integration
+AUTH = ("tester", "s3cret")
+
+
+@pytest.fixture(scope="module")
+def flower(cluster: Cluster) -> Iterator[str]:
+    port = free_port()
+    settings = cluster.settings_with(flower_port=port, flower_basic_auth=":".join(AUTH))
+    cluster.procs.start("flower", process_argv("flower", settings))
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if httpx.get(f"{url}/healthcheck", timeout=2).status_code == 200:
+                break
+        except httpx.TransportError:
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError("flower did not start:\n" + cluster.procs.log("flower")[-3000:])
+        time.sleep(0.3)
+    yield url
+    cluster.procs.stop_process("flower")
+
+
+def _poll(fetch: Any, ok: Any, timeout_s: float = 60) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = fetch()
+        if ok(value) or time.monotonic() > deadline:
+            return value
+        time.sleep(0.5)
+
+
+def test_flower_requires_basic_auth(flower: str) -> None:
+    assert httpx.get(f"{flower}/api/workers", timeout=10).status_code == 401
+
+
+def test_flower_lists_workers_and_finished_tasks(cluster: Cluster, flower: str) -> None:
+    tracking_id = cluster.producer.enqueue_session("flower-user", {
+        "session_id": "f1", "time_stamp": "2025-05-01T12:00:00Z",
+        "turns": [{"role": "user", "content": "My bike is a green Brompton."}]})
+    cluster.producer.flush("flower-user")
+    assert cluster.producer.wait_indexed([tracking_id], timeout_s=60) == {tracking_id: "indexed"}
+    cluster.producer.app.send_task("lightmem.extract.drain", args=[{"v": 1}])  # no user_id: fails
+
+    workers = _poll(lambda: httpx.get(f"{flower}/api/workers", params={"refresh": "true"}, auth=AUTH, timeout=20).json(),
+                    lambda w: {n.split("@")[0] for n in w} >= set(ROLES))
+    assert {n.split("@")[0] for n in workers} >= set(ROLES)
+
+    def tasks() -> dict[str, Any]:
+        return dict(httpx.get(f"{flower}/api/tasks", auth=AUTH, timeout=20).json())
+
+    def seen(found: dict[str, Any]) -> set[tuple[str, str]]:
+        return {(t.get("name") or "", t.get("state") or "") for t in found.values()}
+
+    wanted = {("lightmem.compress.sessions", "SUCCESS"), ("lightmem.extract.drain", "SUCCESS"),
+              ("lightmem.store.index", "SUCCESS"), ("lightmem.extract.drain", "FAILURE")}
+    found = _poll(tasks, lambda t: seen(t) >= wanted)
+    assert seen(found) >= wanted
+    failed = [t for t in found.values() if t.get("state") == "FAILURE"]
+    assert any("DrainPayload" in str(t.get("exception")) and "user_id" in str(t.get("exception")) for t in failed)
+
+
+def test_flower_page_loads_in_headless_chromium(flower: str, artifacts: Path) -> None:
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if browser is None:
+        if os.environ.get("CI"):
+            pytest.fail("chromium is not installed (make test installs it)")
+        pytest.skip("chromium is not installed")
+    shot = artifacts / "flower-workers.png"
+    shot.unlink(missing_ok=True)
+    page = flower.replace("http://", f"http://{AUTH[0]}:{AUTH[1]}@") + "/workers"
+    common = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+              "--hide-scrollbars", "--window-size=1400,900", f"--user-data-dir={artifacts / '.chromium'}"]
+    dom = subprocess.run([*common, "--virtual-time-budget=5000", "--dump-dom", page], capture_output=True, text=True,
+                         timeout=120)
+    assert "compress@" in dom.stdout, dom.stderr[-2000:]
+    subprocess.run([*common, "--virtual-time-budget=5000", f"--screenshot={shot}", page], capture_output=True,
+                   timeout=120, check=True)
+    assert shot.is_file() and shot.stat().st_size > 10_000
