@@ -9,7 +9,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install demo test lint bench eval clean
+.PHONY: install demo test lint bench eval clean system-tools
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -24,8 +24,14 @@ install: $(STAMP)
 demo: $(STAMP)
 	LIGHTMEM_DATA_DIR=$(DATA) $(PY) -m producers.demo
 
-test: $(STAMP)
+test: $(STAMP) system-tools
 	LIGHTMEM_DATA_DIR=$(DATA) $(PY) -m pytest -q -p no:cacheprovider
+
+# Best effort: the Flower screenshot test needs chromium, the compose test docker-compose (Debian).
+system-tools:
+	@command -v chromium >/dev/null && command -v docker-compose >/dev/null || \
+	  { command -v apt-get >/dev/null && (apt-get update -qq && apt-get install -y -qq chromium docker-compose) \
+	    >/dev/null 2>&1 || echo "note: could not install chromium/docker-compose; their tests will skip"; }
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check lightmem_core workers producers tests bench

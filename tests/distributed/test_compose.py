@@ -1,0 +1,31 @@
+"""``docker/compose.yaml`` validates with Debian's docker-compose (no Docker engine needed)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_compose_file_validates() -> None:
+    tool = shutil.which("docker-compose")
+    if tool is None:
+        if os.environ.get("CI"):
+            pytest.fail("docker-compose is not installed (make test installs it)")
+        pytest.skip("docker-compose is not installed")
+    done = subprocess.run([tool, "-f", str(ROOT / "docker" / "compose.yaml"), "config"], capture_output=True, text=True,
+                          timeout=60, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    services = yaml.safe_load(done.stdout)["services"]
+    assert {"redis", "qdrant", "compress", "extract", "store", "update", "beat", "flower"} <= set(services)
+    assert "--appendonly" in services["redis"]["command"]
+    gpu = services["compress"]["deploy"]["resources"]["reservations"]["devices"][0]
+    assert gpu["capabilities"] == ["gpu"]
+    assert services["extract"]["command"][:2] == ["worker", "extract"]
+    assert all(services[s]["environment"]["LIGHTMEM_QDRANT_URL"] for s in ("extract", "store", "update", "beat"))
