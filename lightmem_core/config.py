@@ -108,6 +108,10 @@ class LLMConfig(_Strict):
     max_retries: int = Field(5, ge=0)
     max_concurrency: int = Field(8, ge=1)
     short_term_capacity_tokens: int = Field(1024, ge=1)
+    requests_per_minute: int = Field(0, ge=0)  # 0: unlimited (in-process; workers share theirs through Redis)
+    tokens_per_minute: int = Field(0, ge=0)
+    online_score_threshold: float = Field(0.8, ge=-1.0, le=1.0)  # update="online": neighbours at least this similar
+    online_top_k: int = Field(5, ge=1)
 
     @model_validator(mode="before")
     @classmethod

@@ -35,6 +35,10 @@ class TransientError(LightMemError):
         self.retry_after_s = retry_after_s
 
 
+class LLMRequestError(LightMemError):
+    """Raised when the LLM endpoint refuses a request for good: a bad key, an unknown model, a 4xx other than 429."""
+
+
 class ExtractionParseError(LightMemError):
     """Raised when an LLM reply is not valid JSON of the expected schema, even after one repair."""
 

@@ -19,10 +19,18 @@ from lightmem_core.embedders.openai import OpenAIEmbedder
 from lightmem_core.errors import ConfigError, NotSupportedError
 from lightmem_core.extraction import Extractor, VerbatimExtractor
 from lightmem_core.history import HistoryStore
+from lightmem_core.llm.accounting import AccountingClient, CallRecorder
+from lightmem_core.llm.base import LLMClient
+from lightmem_core.llm.openai_compat import OpenAICompatClient
+from lightmem_core.llm.ratelimit import InProcessRateLimiter, RateLimiter
+from lightmem_core.llm.retry import RetryingClient
+from lightmem_core.llm_extraction import LLMExtractor
+from lightmem_core.llm_update import LLMUpdateDecider
 from lightmem_core.segmenters.base import Segmenter
 from lightmem_core.stores.base import MemoryStore
 from lightmem_core.stores.qdrant import QdrantStore
 from lightmem_core.tokens import count_tokens
+from lightmem_core.update import UpdateDecider
 
 
 @dataclass
@@ -37,6 +45,7 @@ class Components:
     compressor: Compressor | None = None
     segmenter: Segmenter | None = None
     count_tokens: Callable[[str], int] = count_tokens
+    decider: UpdateDecider | None = None  # None: the model-free exact-duplicate decider
 
 
 def _huggingface(cfg: TextEmbedderConfig) -> Embedder:
@@ -78,11 +87,44 @@ def build_store(config: BaseMemoryConfigs, dims: int) -> MemoryStore:
     )
 
 
-def build_extractor(config: BaseMemoryConfigs) -> Extractor:
-    name = config.memory_manager.model_name
+# Every backend name speaks the OpenAI API; the name picks base URL, default model and key variable.
+LLM_BACKENDS: dict[str, type[OpenAICompatClient]] = {
+    "openai": OpenAICompatClient, "deepseek": OpenAICompatClient, "qwen": OpenAICompatClient,
+    "ollama": OpenAICompatClient, "vllm": OpenAICompatClient,
+}
+
+
+def build_llm_client(config: BaseMemoryConfigs, recorder: CallRecorder | None = None,
+                     limiter: RateLimiter | None = None) -> LLMClient | None:
+    """The LLM client stack (retries around accounting around the backend); ``None`` in verbatim mode.
+
+    ``recorder`` (the history store) gets every attempt; ``limiter`` defaults to an in-process limit
+    when ``requests_per_minute``/``tokens_per_minute`` are set. Workers pass their Redis limiter.
+    """
+    name, opts = config.memory_manager.model_name, config.memory_manager.configs
     if name == "verbatim":
+        return None
+    client: LLMClient = LLM_BACKENDS[name](name, opts)
+    if recorder is not None:
+        client = AccountingClient(client, recorder, model=opts.model)
+    if limiter is None and (opts.requests_per_minute or opts.tokens_per_minute):
+        limiter = InProcessRateLimiter(opts.requests_per_minute, opts.tokens_per_minute)
+    return RetryingClient(client, max_retries=opts.max_retries, max_concurrency=opts.max_concurrency, limiter=limiter)
+
+
+def build_extractor(config: BaseMemoryConfigs, client: LLMClient | None = None) -> Extractor:
+    """Verbatim or LLM extraction; ``client`` defaults to a new stack without accounting."""
+    if config.memory_manager.model_name == "verbatim":
         return VerbatimExtractor(config.extraction_roles)
-    raise NotSupportedError(f"memory_manager.model_name={name!r}: LLM extraction is not supported yet; use 'verbatim'")
+    client = client or build_llm_client(config)
+    assert client is not None
+    return LLMExtractor(client, config.extraction_roles, metadata=config.metadata_generate, summary=config.text_summary)
+
+
+def build_decider(config: BaseMemoryConfigs, client: LLMClient | None = None) -> UpdateDecider | None:
+    """The LLM update decider; ``None`` in verbatim mode (the update then merges exact duplicates only)."""
+    client = client or build_llm_client(config)
+    return LLMUpdateDecider(client) if client is not None else None
 
 
 def build_components(config: BaseMemoryConfigs, embedder: Embedder | None = None) -> Components:
@@ -94,9 +136,9 @@ def build_components(config: BaseMemoryConfigs, embedder: Embedder | None = None
         raise NotSupportedError("pre_compress=True: pre-compression is not supported yet")
     if config.topic_segment:
         raise NotSupportedError("topic_segment=True: topic segmentation is not supported yet")
-    if config.update == "online":
-        raise NotSupportedError("update='online' is not supported yet; use 'offline'")
-    extractor = build_extractor(config)
+    history = HistoryStore(config.history_db_path)
+    client = build_llm_client(config, recorder=history)
+    extractor = build_extractor(config, client)
     if embedder is None:
         embedder = build_embedder(config)
     elif "dense" not in config.indexed_vectors:
@@ -105,6 +147,6 @@ def build_components(config: BaseMemoryConfigs, embedder: Embedder | None = None
     if "sparse" in config.indexed_vectors:
         opts = config.context_retriever.configs if config.context_retriever else None
         bm25 = BM25Encoder(**opts.model_dump()) if opts else BM25Encoder()
-    history = HistoryStore(config.history_db_path)
     store = build_store(config, embedder.dims if embedder else 1)
-    return Components(store=store, history=history, extractor=extractor, embedder=embedder, bm25=bm25)
+    return Components(store=store, history=history, extractor=extractor, embedder=embedder, bm25=bm25,
+                      decider=build_decider(config, client))

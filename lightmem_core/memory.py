@@ -8,17 +8,19 @@ Every public method holds one lock, so the object is safe to share between threa
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from typing import Any
 
 from lightmem_core import update as offline
 from lightmem_core.config import BaseMemoryConfigs, configure_logging, parse_config
-from lightmem_core.errors import InvalidInput
+from lightmem_core.errors import ExtractionParseError, InvalidInput, TransientError
 from lightmem_core.factory import Components, build_components
 from lightmem_core.history import GLOBAL_SCOPE
 from lightmem_core.ingest import normalize_messages
 from lightmem_core.models import MemoryEntry, Message, RetrievedMemory, TopicSegment
+from lightmem_core.online import online_update
 from lightmem_core.stages import (
     compress_messages,
     count_message_tokens,
@@ -30,6 +32,7 @@ from lightmem_core.stages import (
 
 log = logging.getLogger(__name__)
 SHORT_TERM = "short_term"
+FAILED_EXTRACTION = "short_term_failed"  # segments of batches whose reply stayed invalid, kept for retry_failed
 
 
 class LightMemory:
@@ -116,18 +119,76 @@ class LightMemory:
         tokens = sum(extraction_tokens(seg.messages, roles, count) for _, seg in buffered)
         if not force and tokens < self.config.short_term_threshold_tokens:
             return []
-        entries = self.components.extractor.extract([seg for _, seg in buffered])
+        try:
+            entries = self.components.extractor.extract([seg for _, seg in buffered])
+        except ExtractionParseError as exc:
+            self._park_failed(user_id, buffered, exc)
+            return []
+        except TransientError as exc:
+            log.warning("extraction for user %s failed for now (%s); the buffer is kept for the next try", user_id, exc)
+            return []
+        return self._store_extracted(user_id, SHORT_TERM, buffered, entries)
+
+    def _park_failed(self, user_id: str, buffered: list[tuple[str, TopicSegment]], exc: ExtractionParseError) -> None:
+        """Keep a batch whose reply stayed invalid: its segments move aside and the failure is recorded."""
+        log.warning("extraction for user %s failed: %s; batch kept for retry_failed()", user_id, exc)
+        keys = [k for k, _ in buffered]
+        payload = {"buffer": FAILED_EXTRACTION, "segment_keys": keys,
+                   "message_ids": [m.id for _, s in buffered for m in s.messages]}
+        with self.history.transaction() as conn:
+            for key, seg in buffered:
+                self.history.buffer_put(conn, user_id, FAILED_EXTRACTION, key, seg.model_dump(mode="json"))
+            self.history.buffer_remove(conn, user_id, SHORT_TERM, keys)
+            self.history.record_failure(user_id, "extraction", payload, exc.raw_reply, str(exc))
+
+    def retry_failed(self, user_id: str = "default") -> dict[str, int]:
+        """Extract again every failed batch of ``user_id``; returns batches retried, still failed, entries stored."""
+        with self._lock:
+            done = {"retried": 0, "still_failed": 0, "entries_stored": 0}
+            parked = dict(self.history.buffer_items(user_id, FAILED_EXTRACTION))
+            for failure in self.history.failures(user_id):
+                if failure["purpose"] != "extraction":
+                    continue
+                keys = [k for k in json.loads(failure["payload"]).get("segment_keys", []) if k in parked]
+                batch = [(k, TopicSegment.model_validate(parked[k])) for k in keys]
+                done["retried"] += 1
+                try:
+                    entries = self.components.extractor.extract([seg for _, seg in batch]) if batch else []
+                except ExtractionParseError as exc:
+                    with self.history.transaction() as conn:
+                        self.history.resolve_failure(conn, failure["id"])
+                    self._park_failed(user_id, batch, exc)
+                    done["still_failed"] += 1
+                    continue
+                done["entries_stored"] += len(self._store_extracted(user_id, FAILED_EXTRACTION, batch, entries))
+                with self.history.transaction() as conn:
+                    self.history.resolve_failure(conn, failure["id"])
+            return done
+
+    def _store_extracted(self, user_id: str, kind: str, buffered: list[tuple[str, TopicSegment]],
+                         entries: list[MemoryEntry]) -> list[MemoryEntry]:
+        count = self.components.count_tokens
         index_entries(entries, self.store, self.components.embedder, self.components.bm25)
         # The buffer is cleared only now that its entries are stored.
         with self.history.transaction() as conn:
             for e in entries:
                 self.history.record_change(conn, e.id, user_id, "ADD", None, e.memory, "extracted")
-            self.history.buffer_remove(conn, user_id, SHORT_TERM, [k for k, _ in buffered])
+            self.history.buffer_remove(conn, user_id, kind, [k for k, _ in buffered])
             self.history.set_message_state(conn, [m.id for _, s in buffered for m in s.messages], "extracted")
             for scope in (user_id, GLOBAL_SCOPE):
                 self.history.add_to_counter(conn, scope, "entries_stored", len(entries))
                 self.history.add_to_counter(conn, scope, "tokens_stored", sum(count(e.memory) for e in entries))
+        if self.config.update == "online" and entries:
+            self._online_update(entries)
         return entries
+
+    def _online_update(self, entries: list[MemoryEntry]) -> None:
+        opts, c = self.config.memory_manager.configs, self.components
+        try:
+            online_update(c, entries, c.decider or offline.ExactDuplicateDecider(), opts.online_score_threshold,
+                          opts.online_top_k)
+        except TransientError as exc:  # the entries are stored; the offline update will see them again
+            log.warning("online update skipped for now: %s", exc)
 
     def flush(self, user_id: str = "default") -> int:
         """Extract whatever the short-term buffer holds now; returns the number of entries stored."""
@@ -175,6 +236,10 @@ class LightMemory:
     def history_of(self, entry_id: str) -> list[dict[str, Any]]:
         """Every change made to an entry: action, old text, new text, reason, time."""
         return self.history.entry_history(entry_id)
+
+    def history_for(self, entry_id: str) -> list[dict[str, Any]]:
+        """Alias of ``history_of`` (mem0 calls it ``history``, a name taken here by the history store)."""
+        return self.history_of(entry_id)
 
     # --- deletion ---------------------------------------------------------------------------------
     def delete(self, entry_id: str) -> bool:

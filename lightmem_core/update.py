@@ -12,11 +12,14 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
-from lightmem_core.factory import Components
+from lightmem_core.errors import ExtractionParseError
 from lightmem_core.models import MemoryEntry, utc_now
 from lightmem_core.stages import index_entries
+
+if TYPE_CHECKING:  # factory builds deciders from this module's protocol, so import it for types only
+    from lightmem_core.factory import Components
 
 log = logging.getLogger(__name__)
 WATERMARK = "update_queue_created_ts"
@@ -95,11 +98,16 @@ def _merge(existing: list[dict[str, object]], found: list[tuple[str, float]], ke
 
 
 def apply_queue(c: Components, user_id: str, score_threshold: float, decider: UpdateDecider | None = None) -> dict[str, int]:
-    """Decide and apply, for every queued entry with a candidate scoring at least ``score_threshold``."""
+    """Decide and apply, for every queued entry with a candidate scoring at least ``score_threshold``.
+
+    ``decider`` defaults to the components' (the LLM's, when one is configured). A reply that stays
+    invalid after its repair is recorded as a failed batch and the entry stays queued.
+    """
+    decider = decider or c.decider
     if decider is None:
         log.info("no LLM configured: the offline update merges exact duplicates only")
         decider = ExactDuplicateDecider()
-    counts = {"update": 0, "delete": 0, "ignore": 0}
+    counts = {"update": 0, "delete": 0, "ignore": 0, "failed": 0}
     for entry_id, cands in c.history.update_queue(user_id):
         ids = [str(x["id"]) for x in cands if float(x["score"]) >= score_threshold]
         found = c.store.get([entry_id])
@@ -111,7 +119,13 @@ def apply_queue(c: Components, user_id: str, score_threshold: float, decider: Up
         candidates = [e for e in c.store.get(ids) if e.time_stamp > entry.time_stamp]
         if not candidates:
             continue
-        decision = decider.decide(entry, candidates)
+        try:
+            decision = decider.decide(entry, candidates)
+        except ExtractionParseError as exc:
+            c.history.record_failure(user_id, "update", {"entry_id": entry.id, "candidate_ids": ids},
+                                     exc.raw_reply, str(exc))
+            counts["failed"] += 1
+            continue
         apply_decision(c, entry, candidates, decision)
         counts[decision.action] += 1
     return counts

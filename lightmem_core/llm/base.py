@@ -1,0 +1,77 @@
+"""The LLM role: a one-method Protocol, the reply it returns and the tag that says what a call is for.
+
+Backends and wrappers (retries, accounting, rate limits) all implement ``LLMClient``, so they stack:
+``RetryingClient(AccountingClient(OpenAICompatClient(...)))``. A ``ScriptedClient`` ships here as the
+in-memory fake for unit tests that need no HTTP server.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Protocol, TypedDict
+
+
+class ChatMessage(TypedDict):
+    """One chat message as the OpenAI API takes it."""
+
+    role: str
+    content: str
+
+
+@dataclass(frozen=True)
+class CallTag:
+    """What a call is for and whose data it carries, for accounting: never sent to the server."""
+
+    purpose: str = "other"
+    user_id: str | None = None
+    session_id: str | None = None
+
+
+@dataclass(frozen=True)
+class LLMReply:
+    """The text of a completion with its cost.
+
+    Attributes:
+        text: The assistant message's content.
+        prompt_tokens: Prompt tokens from the API's usage, or counted locally when it gives none.
+        completion_tokens: Completion tokens, likewise.
+        latency_s: Wall time of the request.
+        model: The model that answered.
+        usage_reported: Whether the server reported usage (False: the counts are local).
+    """
+
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    latency_s: float
+    model: str
+    usage_reported: bool = True
+
+
+class LLMClient(Protocol):
+    """Sends one chat completion request and returns its reply."""
+
+    def complete(self, messages: list[ChatMessage], *, json_mode: bool = False, tag: CallTag | None = None) -> LLMReply:
+        """Complete ``messages``; ``json_mode`` asks for a JSON object. Raises ``TransientError`` or ``LightMemError``."""
+        ...
+
+
+class ScriptedClient:
+    """An in-memory LLM for unit tests: answers from a list of texts, or from a function of the messages."""
+
+    def __init__(self, replies: Iterable[str] = (), respond: Callable[[list[ChatMessage]], str] | None = None) -> None:
+        self.replies = deque(replies)
+        self.respond = respond
+        self.calls: list[list[ChatMessage]] = []
+
+    def complete(self, messages: list[ChatMessage], *, json_mode: bool = False, tag: CallTag | None = None) -> LLMReply:
+        self.calls.append([dict(m) for m in messages])  # type: ignore[misc]
+        if self.replies:
+            text = self.replies.popleft()
+        elif self.respond is not None:
+            text = self.respond(messages)
+        else:
+            text = "{}"
+        return LLMReply(text=text, prompt_tokens=0, completion_tokens=0, latency_s=0.0, model="scripted", usage_reported=False)

@@ -1,0 +1,101 @@
+"""LLM extraction: one call turns a batch of topic segments into facts with provenance.
+
+Each fact's ``source_ids`` are checked against the messages sent in that very call; the entry takes
+its time stamp from its latest source message, its topic and session from its first one, and gets a
+deterministic id from the user, the sources and the text. Nothing is clamped or guessed: a reply
+that does not fit raises ``ExtractionParseError`` (after one repair attempt) so the caller can keep
+the batch as failed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from lightmem_core.llm.base import CallTag, LLMClient
+from lightmem_core.llm.structured import ask_json
+from lightmem_core.models import MemoryEntry, Message, TopicSegment, entry_id_for
+from lightmem_core.prompts import extraction as prompt
+from lightmem_core.timeparse import weekday_name
+
+
+@dataclass(frozen=True)
+class PreparedBatch:
+    """The prompt input of one call and what its short references stand for."""
+
+    data: prompt.ExtractionInput
+    messages: dict[str, Message]
+    segments: dict[str, TopicSegment]
+
+    @property
+    def empty(self) -> bool:
+        return not self.messages
+
+
+def prepare(segments: list[TopicSegment], roles: set[str], metadata: bool, summary: bool) -> PreparedBatch:
+    """Number the messages of ``roles`` ``m1``, ``m2``... across the batch and build the prompt input."""
+    topics: list[prompt.PromptTopic] = []
+    by_ref: dict[str, Message] = {}
+    seg_of: dict[str, TopicSegment] = {}
+    for segment in segments:
+        shown: list[prompt.PromptMessage] = []
+        for message in segment.messages:
+            if message.role not in roles or not message.text.strip():
+                continue
+            ref = f"m{len(by_ref) + 1}"
+            by_ref[ref], seg_of[ref] = message, segment
+            stamp = message.time_stamp
+            shown.append(prompt.PromptMessage(ref=ref, time=f"{stamp:%Y-%m-%d %H:%M} {weekday_name(stamp)}",
+                                              speaker=message.speaker or message.role, text=message.text.strip()))
+        if shown:
+            topics.append(prompt.PromptTopic(topic_id=segment.topic_id, messages=shown))
+    data = prompt.ExtractionInput(topics=topics, with_metadata=metadata, with_summary=summary)
+    return PreparedBatch(data, by_ref, seg_of)
+
+
+def to_entries(reply: prompt.ExtractionReply, batch: PreparedBatch) -> list[MemoryEntry]:
+    """Memory entries from a validated reply; identical facts from the same sources are kept once."""
+    summaries = {s.topic_id: s.summary.strip() for s in reply.summaries if s.summary.strip()}
+    entries: dict[str, MemoryEntry] = {}
+    for fact in reply.facts:
+        refs = list(dict.fromkeys(fact.source_ids))
+        sources = [batch.messages[r] for r in refs]
+        first = batch.segments[refs[0]]
+        text = fact.text.strip()
+        if not text:
+            continue
+        ids = [m.id for m in sources]
+        entry = MemoryEntry(
+            id=entry_id_for(first.user_id, ids, text), user_id=first.user_id, memory=text,
+            time_stamp=max(m.time_stamp for m in sources), topic_id=first.topic_id, session_id=first.session_id,
+            source_ids=ids, speaker=sources[0].speaker or sources[0].role,
+            keywords=[k.strip() for k in fact.keywords if k.strip()] if batch.data.with_metadata else [],
+            category=(fact.category or None) if batch.data.with_metadata else None,
+            summary=summaries.get(first.topic_id) if batch.data.with_summary else None,
+        )
+        entries.setdefault(entry.id, entry)
+    return list(entries.values())
+
+
+def extract_with_llm(client: LLMClient, segments: list[TopicSegment], roles: set[str], *,
+                     metadata: bool = False, summary: bool = False) -> list[MemoryEntry]:
+    """One call (plus at most one repair) for the whole batch; raises ``ExtractionParseError`` or ``TransientError``."""
+    batch = prepare(segments, roles, metadata, summary)
+    if batch.empty:
+        return []
+    sessions = {s.session_id for s in segments}
+    tag = CallTag("extraction", segments[0].user_id, sessions.pop() if len(sessions) == 1 else None)
+    reply = ask_json(client, prompt.render(batch.data), lambda text: prompt.parse(text, batch.data), tag)
+    return to_entries(reply, batch)
+
+
+class LLMExtractor:
+    """The ``Extractor`` backed by an LLM: LightMem's batched extraction with checked provenance."""
+
+    def __init__(self, client: LLMClient, roles: set[str], *, metadata: bool = False, summary: bool = False) -> None:
+        self.client = client
+        self.roles = roles
+        self.metadata = metadata
+        self.summary = summary
+
+    def extract(self, segments: list[TopicSegment]) -> list[MemoryEntry]:
+        return extract_with_llm(self.client, segments, self.roles, metadata=self.metadata, summary=self.summary)

@@ -1,0 +1,1 @@
+"""Prompts as modules: a typed input, a response model, ``render()`` and a ``VERSION`` each."""

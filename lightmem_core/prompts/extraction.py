@@ -1,0 +1,115 @@
+"""The extraction prompt: topic segments in, standalone facts with their source message ids out.
+
+Messages are shown under short references (``m1``, ``m2``...) that stand for their real ids in this
+call only; a reply that cites a reference not shown in the call is invalid, never clamped.
+``metadata_generate`` asks for keywords and a category per fact, ``text_summary`` for one summary
+per topic: both in the same call, so they cost no extra request.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from lightmem_core.errors import ExtractionParseError
+from lightmem_core.llm.base import ChatMessage
+from lightmem_core.prompts.common import load_reply
+
+VERSION = "extraction-2026-11-24"
+
+
+class PromptMessage(BaseModel):
+    """One message as the model sees it."""
+
+    ref: str
+    time: str
+    speaker: str
+    text: str
+
+
+class PromptTopic(BaseModel):
+    """One topic segment as the model sees it."""
+
+    topic_id: int
+    messages: list[PromptMessage]
+
+
+class ExtractionInput(BaseModel):
+    """Everything the extraction prompt needs."""
+
+    topics: list[PromptTopic]
+    with_metadata: bool = False
+    with_summary: bool = False
+
+    @property
+    def refs(self) -> set[str]:
+        return {m.ref for t in self.topics for m in t.messages}
+
+
+class ExtractedFact(BaseModel):
+    """One fact of the reply."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    text: str = Field(min_length=1)
+    source_ids: list[str] = Field(min_length=1)
+    keywords: list[str] = Field(default_factory=list)
+    category: str | None = None
+
+
+class TopicSummary(BaseModel):
+    """The summary of one topic."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    topic_id: int
+    summary: str
+
+
+class ExtractionReply(BaseModel):
+    """The whole reply."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    facts: list[ExtractedFact]
+    summaries: list[TopicSummary] = Field(default_factory=list)
+
+
+_SYSTEM = """You keep the long-term memory of a personal assistant.
+Read the conversation below and write down every fact worth remembering later: what people said \
+about themselves, others, plans, events, preferences, opinions and relationships.
+Rules:
+- Each fact stands alone: name the person instead of using pronouns, and turn relative dates \
+("yesterday", "next month") into dates using the time stamp of the message.
+- Cite in "source_ids" the reference of every message the fact comes from (for example "m3"). \
+Use only references that appear in the conversation.
+- Leave out greetings, small talk and anything without lasting value. No facts: an empty list.
+Reply with a JSON object only, in this form:
+{"facts": [{"text": "...", "source_ids": ["m1"]%s}]%s}"""
+
+
+def render(data: ExtractionInput) -> list[ChatMessage]:
+    """The chat messages of one extraction call."""
+    fact_extra = ', "keywords": ["..."], "category": "..."' if data.with_metadata else ""
+    summary_extra = ', "summaries": [{"topic_id": 1, "summary": "..."}]' if data.with_summary else ""
+    system = _SYSTEM % (fact_extra, summary_extra)
+    if data.with_metadata:
+        system += "\nGive each fact two to five keywords and one short category (such as work, family, hobby, travel)."
+    if data.with_summary:
+        system += "\nAlso summarise each topic in one or two sentences."
+    lines: list[str] = []
+    for topic in data.topics:
+        lines.append(f"Topic {topic.topic_id}:")
+        lines.extend(f"[{m.ref}] {m.time} {m.speaker}: {m.text}" for m in topic.messages)
+    return [{"role": "system", "content": system}, {"role": "user", "content": "\n".join(lines)}]
+
+
+def parse(text: str, data: ExtractionInput) -> ExtractionReply:
+    """Validate a reply against the schema and the references actually sent; raises ``ExtractionParseError``."""
+    reply = load_reply(text, ExtractionReply)
+    unknown = sorted({s for f in reply.facts for s in f.source_ids} - data.refs)
+    if unknown:
+        raise ExtractionParseError(f"reply cites message ids not sent in this call: {unknown}", raw_reply=text)
+    stray = sorted({s.topic_id for s in reply.summaries} - {t.topic_id for t in data.topics})
+    if stray:
+        raise ExtractionParseError(f"reply summarises topics not sent in this call: {stray}", raw_reply=text)
+    return reply

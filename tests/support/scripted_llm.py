@@ -1,0 +1,216 @@
+"""A scripted OpenAI-compatible HTTP server for tests and benchmarks (the real ``openai`` client talks to it).
+
+Serves ``POST /v1/chat/completions`` and ``POST /v1/embeddings`` on 127.0.0.1. Each chat request
+takes the next scripted ``Step`` if there is one (given content, usage or not, a delay, HTTP 429
+with ``Retry-After``, 500, a broken body); otherwise it answers automatically from the request:
+extraction prompts get one fact per message shown, citing that message's reference (plus keywords
+and topic summaries when the prompt asks for them), update prompts get ``ignore``, anything else
+``OK``. Every request is recorded.
+
+In a test::
+
+    with ScriptedLLMServer() as llm:
+        llm.script(Step(status=429, retry_after="1"), Step(content='{"facts": []}'))
+        ...  # configure base_url=llm.base_url
+
+As a process: ``python -m tests.support.scripted_llm --port 8011 [--delay-s 1.0]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import threading
+from collections import deque
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from lightmem_core.embedders.hashing import HashingEmbedder
+from lightmem_core.llm.openai_compat import count_prompt_tokens
+from lightmem_core.tokens import count_tokens
+
+_LINE = re.compile(r"^\[(m\d+)\] \S+ \S+ \S+ ([^:]+): (.*)$")
+_TOPIC = re.compile(r"^Topic (-?\d+):$")
+
+
+@dataclass
+class Step:
+    """How to answer one chat request. ``content=None`` means: the automatic answer."""
+
+    content: str | None = None
+    status: int = 200
+    usage: bool = True
+    delay_s: float = 0.0
+    retry_after: str | None = None
+    raw_body: str | None = None
+
+
+def auto_reply(body: dict[str, Any]) -> str:
+    """A plausible answer to a LightMem prompt, derived from the request alone."""
+    messages = body.get("messages", [])
+    system = next((m["content"] for m in messages if m["role"] == "system"), "")
+    user = "\n".join(m["content"] for m in messages if m["role"] == "user")
+    if '"source_ids"' in system:
+        return json.dumps(_extraction(user, '"keywords"' in system, '"summaries"' in system))
+    if '"action"' in system:
+        return json.dumps({"action": "ignore", "reason": "scripted: nothing to change"})
+    return "OK"
+
+
+def _extraction(user: str, keywords: bool, summaries: bool) -> dict[str, Any]:
+    facts: list[dict[str, Any]] = []
+    firsts: dict[int, str] = {}
+    topic = 0
+    for line in user.splitlines():
+        if m := _TOPIC.match(line):
+            topic = int(m.group(1))
+            continue
+        if not (m := _LINE.match(line)):
+            continue
+        ref, speaker, text = m.groups()
+        words = text.split()
+        fact: dict[str, Any] = {"text": f"{speaker} said: {' '.join(words[:40])}", "source_ids": [ref]}
+        if keywords:
+            fact["keywords"] = sorted({w.strip(".,!?").lower() for w in words if len(w) > 5})[:3]
+            fact["category"] = "conversation"
+        facts.append(fact)
+        firsts.setdefault(topic, " ".join(words[:12]))
+    reply: dict[str, Any] = {"facts": facts}
+    if summaries:
+        reply["summaries"] = [{"topic_id": t, "summary": f"Talk about {s}"} for t, s in firsts.items()]
+    return reply
+
+
+class ScriptedLLMServer:
+    """The server; use as a context manager or call ``start``/``stop``."""
+
+    def __init__(self, port: int = 0, delay_s: float = 0.0, usage: bool = True) -> None:
+        self.delay_s, self.usage = delay_s, usage
+        self.requests: list[dict[str, Any]] = []  # chat request bodies, in arrival order
+        self.statuses: list[int] = []  # the status answered to each chat request
+        self._steps: deque[Step] = deque()
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._embedder = HashingEmbedder(64)
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", port), self._handler())
+        self._httpd.daemon_threads = True
+        self._thread: threading.Thread | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self._httpd.server_address[1]}/v1"
+
+    def script(self, *steps: Step) -> None:
+        """Queue answers for the next chat requests, in order."""
+        with self._lock:
+            self._steps.extend(steps)
+
+    def pending(self) -> int:
+        """Scripted steps not used yet."""
+        with self._lock:
+            return len(self._steps)
+
+    def start(self) -> ScriptedLLMServer:
+        self._thread = threading.Thread(target=self._httpd.serve_forever, name="scripted-llm", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._httpd.shutdown()
+        self._httpd.server_close()
+        if self._thread is not None:
+            self._thread.join()
+
+    def __enter__(self) -> ScriptedLLMServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _next(self, body: dict[str, Any]) -> Step:
+        with self._lock:
+            self.requests.append(body)
+            step = self._steps.popleft() if self._steps else Step(usage=self.usage, delay_s=self.delay_s)
+            self.statuses.append(step.status)
+            return step
+
+    def chat(self, body: dict[str, Any]) -> tuple[int, dict[str, str], str]:
+        """Status, headers and body for one chat request."""
+        step = self._next(body)
+        if step.delay_s:
+            self._stopping.wait(step.delay_s)
+        headers = {"Retry-After": step.retry_after} if step.retry_after is not None else {}
+        if step.raw_body is not None:
+            return step.status, headers, step.raw_body
+        if step.status != 200:
+            return step.status, headers, json.dumps({"error": {"message": f"scripted HTTP {step.status}"}})
+        text = step.content if step.content is not None else auto_reply(body)
+        reply: dict[str, Any] = {
+            "id": f"chatcmpl-{len(self.requests)}", "object": "chat.completion", "created": 0, "model": body.get("model"),
+            "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": text}}],
+        }
+        if step.usage:
+            prompt, completion = count_prompt_tokens(body.get("messages", [])), count_tokens(text)
+            reply["usage"] = {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+        return 200, headers, json.dumps(reply)
+
+    def embeddings(self, body: dict[str, Any]) -> tuple[int, dict[str, str], str]:
+        texts = body["input"] if isinstance(body["input"], list) else [body["input"]]
+        data = [{"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(self._embedder.embed(texts))]
+        return 200, {}, json.dumps({"object": "list", "data": data, "model": body.get("model"),
+                                    "usage": {"prompt_tokens": 0, "total_tokens": 0}})
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - quiet test output
+                pass
+
+            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+                try:
+                    body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}")
+                    if self.path.endswith("/chat/completions"):
+                        status, headers, payload = server.chat(body)
+                    elif self.path.endswith("/embeddings"):
+                        status, headers, payload = server.embeddings(body)
+                    else:
+                        status, headers, payload = 404, {}, json.dumps({"error": {"message": "not found"}})
+                    data = payload.encode("utf-8")
+                    self.send_response(status)
+                    for key, value in {"Content-Type": "application/json", **headers}.items():
+                        self.send_header(key, value)
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                except (BrokenPipeError, ConnectionResetError, ValueError, KeyError, OSError):
+                    # A client that gave up on a hung reply, or a malformed request: nothing to answer.
+                    self.close_connection = True
+
+        return Handler
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Serve in automatic mode until interrupted."""
+    parser = argparse.ArgumentParser(description="Scripted OpenAI-compatible server (automatic answers).")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--delay-s", type=float, default=0.0)
+    parser.add_argument("--no-usage", action="store_true", help="leave usage out of replies")
+    args = parser.parse_args(argv)
+    server = ScriptedLLMServer(port=args.port, delay_s=args.delay_s, usage=not args.no_usage)
+    print(server.base_url, flush=True)
+    try:
+        server._httpd.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server._httpd.server_close()
+
+
+if __name__ == "__main__":
+    main()
