@@ -8,6 +8,8 @@ nested keys joined by ``__``, e.g. ``LIGHTMEM_MEMORY__RETRIEVE_STRATEGY=hybrid``
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -55,7 +57,20 @@ def memory_config(settings: Settings | None = None) -> BaseMemoryConfigs:
     data = yaml.safe_load(settings.config_file.read_text(encoding="utf-8")) or {}
     if not isinstance(data, dict):
         raise ConfigError(f"{settings.config_file}: expected a mapping at the top level")
-    return parse_config(deep_merge(data, _lower_keys(settings.memory)))
+    return parse_config(with_llm_key(deep_merge(data, _lower_keys(settings.memory)), os.environ))
+
+
+def with_llm_key(data: dict[str, Any], environ: Mapping[str, str]) -> dict[str, Any]:
+    """Fill ``memory_manager.configs.api_key`` from the backend's variable (``OPENAI_API_KEY``,
+    ``DEEPSEEK_API_KEY``, ``DASHSCOPE_API_KEY``) when the configuration gives none."""
+    from lightmem_core.llm.openai_compat import BACKENDS
+
+    manager = data.get("memory_manager") or {}
+    backend = BACKENDS.get(str(manager.get("model_name", "openai")))
+    configs = manager.get("configs") or {}
+    if backend is None or backend.key_env is None or configs.get("api_key") or not environ.get(backend.key_env):
+        return data
+    return deep_merge(data, {"memory_manager": {"configs": {"api_key": environ[backend.key_env]}}})
 
 
 def _lower_keys(data: dict[str, Any]) -> dict[str, Any]:

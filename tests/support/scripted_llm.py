@@ -23,6 +23,7 @@ import json
 import re
 import threading
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -83,11 +84,21 @@ def _extraction(user: str, keywords: bool, summaries: bool) -> dict[str, Any]:
     return reply
 
 
+def _purpose(body: dict[str, Any]) -> str:
+    messages = body.get("messages", [])
+    system = next((m["content"] for m in messages if m["role"] == "system"), "")
+    kind = "extraction" if '"source_ids"' in system else "update" if '"action"' in system else "other"
+    return f"{kind}_repair" if any(m["role"] == "assistant" for m in messages) else kind
+
+
 class ScriptedLLMServer:
     """The server; use as a context manager or call ``start``/``stop``."""
 
-    def __init__(self, port: int = 0, delay_s: float = 0.0, usage: bool = True) -> None:
+    def __init__(self, port: int = 0, delay_s: float = 0.0, usage: bool = True,
+                 responder: Callable[[dict[str, Any]], str | None] | None = None) -> None:
         self.delay_s, self.usage = delay_s, usage
+        # Answers unscripted requests from the body; returning None falls back to ``auto_reply``.
+        self.responder = responder
         self.requests: list[dict[str, Any]] = []  # chat request bodies, in arrival order
         self.statuses: list[int] = []  # the status answered to each chat request
         self._steps: deque[Step] = deque()
@@ -137,6 +148,10 @@ class ScriptedLLMServer:
             self.statuses.append(step.status)
             return step
 
+    def purposes(self) -> list[str]:
+        """What each chat request was: extraction, repair (a second try after an invalid reply), update or other."""
+        return [_purpose(body) for body in list(self.requests)]
+
     def chat(self, body: dict[str, Any]) -> tuple[int, dict[str, str], str]:
         """Status, headers and body for one chat request."""
         step = self._next(body)
@@ -147,7 +162,11 @@ class ScriptedLLMServer:
             return step.status, headers, step.raw_body
         if step.status != 200:
             return step.status, headers, json.dumps({"error": {"message": f"scripted HTTP {step.status}"}})
-        text = step.content if step.content is not None else auto_reply(body)
+        text = step.content
+        if text is None and self.responder is not None:
+            text = self.responder(body)
+        if text is None:
+            text = auto_reply(body)
         reply: dict[str, Any] = {
             "id": f"chatcmpl-{len(self.requests)}", "object": "chat.completion", "created": 0, "model": body.get("model"),
             "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": text}}],
