@@ -1,0 +1,155 @@
+"""Offline and online update with the LLM deciding, through the real ``openai`` client."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Callable
+from typing import Any
+
+from lightmem_core import LightMemory
+from lightmem_core.embedders.hashing import HashingEmbedder
+from tests.support.scripted_llm import ScriptedLLMServer, Step
+
+MakeMemory = Callable[..., LightMemory]
+
+PARIS = "I live in Paris near the old river."
+GUITAR = "I play the guitar every evening after work."
+TEA = "I drink green tea every single morning."
+NEWER = {PARIS: "I live in Paris near the old river, in a bigger flat now.",
+         GUITAR: "I play the guitar every evening after work with my band.",
+         TEA: "I drink green tea every single morning with honey."}
+UPDATED = "Ann lives in a bigger flat in Paris near the old river."
+
+
+def said(text: str) -> str:
+    return f"Ann said: {text}"  # how the scripted server's automatic extraction words a fact
+
+
+def decide(body: dict[str, Any]) -> str | None:
+    """The scripted model's update decisions, keyed on the target memory."""
+    user = body["messages"][1]["content"] if len(body["messages"]) > 1 else ""
+    target = re.match(r"Target \[t\] \S+ \S+ \S+: (.*)", user)
+    if target is None:
+        return None  # not an update prompt: automatic answer
+    text = target.group(1)
+    cands = dict(re.findall(r"^\[(c\d+)\] \S+ \S+ \S+: (.*)$", user, re.M))
+    if text == said(PARIS):
+        return json.dumps({"action": "update", "new_text": UPDATED, "reason": "Ann moved to a bigger flat"})
+    if text == said(GUITAR):
+        band = next(ref for ref, t in cands.items() if "band" in t)
+        return json.dumps({"action": "delete", "merge_into": band, "reason": "the newer memory says more"})
+    return json.dumps({"action": "ignore", "reason": "both stay true"})
+
+
+def add(memory: LightMemory, text: str, day: int, user: str = "ann") -> None:
+    memory.add_memory([{"role": "user", "speaker_name": "Ann", "content": text, "time_stamp": f"2025-04-{day:02d}"}],
+                      user_id=user, force_extract=True)
+
+
+def by_text(memory: LightMemory, user: str = "ann") -> dict[str, Any]:
+    return {e.memory: e for e in memory.get_all(user)}
+
+
+def actions(memory: LightMemory, entry_id: str) -> list[str]:
+    return [h["action"] for h in memory.history_of(entry_id)]
+
+
+def test_offline_update_applies_update_delete_ignore(make_llm_memory: MakeMemory, llm_server: ScriptedLLMServer) -> None:
+    llm_server.responder = decide
+    memory = make_llm_memory()
+    for day, text in enumerate([PARIS, GUITAR, TEA], start=1):
+        add(memory, text, day)
+    for day, text in enumerate([NEWER[PARIS], NEWER[GUITAR], NEWER[TEA]], start=10):
+        add(memory, text, day)
+    before = by_text(memory)
+    paris, guitar, tea = before[said(PARIS)], before[said(GUITAR)], before[said(TEA)]
+    band = before[said(NEWER[GUITAR])]
+    old_vector = memory.store.dense_vectors([paris.id])[paris.id]
+
+    assert memory.construct_update_queue_all_entries() == 6
+    counts = memory.offline_update_all_entries(score_threshold=0.5)
+    assert counts["update"] == 1 and counts["delete"] == 1 and counts["ignore"] >= 1 and counts["failed"] == 0
+    assert "update" in llm_server.purposes()
+
+    after = by_text(memory)
+    assert UPDATED in after and said(PARIS) not in after and said(GUITAR) not in after
+    assert after[said(TEA)].id == tea.id  # ignored: unchanged
+    updated = after[UPDATED]
+    assert updated.id == paris.id and updated.source_ids == paris.source_ids
+    new_vector = memory.store.dense_vectors([paris.id])[paris.id]
+    expected = HashingEmbedder(64).embed([UPDATED])[0]
+    assert all(math.isclose(a, b, abs_tol=1e-6) for a, b in zip(new_vector, expected, strict=True))
+    assert not all(math.isclose(a, b, abs_tol=1e-6) for a, b in zip(new_vector, old_vector, strict=True))
+    assert memory.retrieve("bigger flat in Paris", limit=1, user_id="ann")[0].id == paris.id  # type: ignore[index]
+
+    trail = memory.history_of(paris.id)
+    assert [h["action"] for h in trail] == ["ADD", "UPDATE"]
+    assert (trail[1]["old_text"], trail[1]["new_text"], trail[1]["reason"]) == (said(PARIS), UPDATED,
+                                                                                 "Ann moved to a bigger flat")
+    assert trail[1]["created_at"] >= trail[0]["created_at"]
+    assert actions(memory, guitar.id) == ["ADD", "DELETE"]
+    assert memory.history_of(guitar.id)[1]["old_text"] == said(GUITAR)
+    assert actions(memory, band.id) == ["ADD", "MERGE"]
+    assert set(guitar.source_ids) < set(after[said(NEWER[GUITAR])].source_ids)  # provenance kept by the survivor
+    assert actions(memory, tea.id) == ["ADD"]
+
+    # Incremental: nothing new, nothing to search; decided entries left the queue.
+    calls = len(llm_server.requests)
+    assert memory.construct_update_queue_all_entries() == 0
+    memory.offline_update_all_entries(score_threshold=0.5)
+    assert len(llm_server.requests) == calls
+
+
+def test_equal_time_stamps_never_delete_each_other(make_llm_memory: MakeMemory, llm_server: ScriptedLLMServer) -> None:
+    llm_server.responder = lambda body: json.dumps({"action": "delete", "reason": "always delete"}) \
+        if '"action"' in body["messages"][0]["content"] else None
+    memory = make_llm_memory()
+    add(memory, GUITAR, 5)
+    add(memory, GUITAR + " Really.", 5)
+    memory.construct_update_queue_all_entries()
+    counts = memory.offline_update_all_entries(score_threshold=0.0)
+    assert counts["delete"] == 0 and len(memory.get_all("ann")) == 2
+    assert "update" not in llm_server.purposes()
+
+
+def test_invalid_decision_is_recorded_and_stays_queued(make_llm_memory: MakeMemory, llm_server: ScriptedLLMServer) -> None:
+    memory = make_llm_memory()
+    add(memory, TEA, 1)
+    add(memory, NEWER[TEA], 2)
+    memory.construct_update_queue_all_entries()
+    llm_server.script(Step(content='{"action": "rewrite"}'), Step(content='{"action": "update"}'))
+    counts = memory.offline_update_all_entries(score_threshold=0.5)
+    assert counts["failed"] == 1
+    [failure] = memory.history.failures("ann")
+    assert failure["purpose"] == "update" and failure["raw_reply"] == '{"action": "update"}'
+    tea = by_text(memory)[said(TEA)]
+    assert tea.id in dict(memory.history.update_queue("ann"))
+    assert memory.offline_update_all_entries(score_threshold=0.5)["ignore"] == 1  # automatic answer next time
+
+
+def test_online_mode_updates_right_after_storing(make_llm_memory: MakeMemory, llm_server: ScriptedLLMServer) -> None:
+    llm_server.responder = decide
+    memory = make_llm_memory(update="online", llm={"online_score_threshold": 0.5})
+    add(memory, PARIS, 1)
+    add(memory, GUITAR, 2)
+    assert "update" not in llm_server.purposes()  # nothing similar and older yet
+    paris_id = by_text(memory)[said(PARIS)].id
+    add(memory, NEWER[PARIS], 10)
+    texts = by_text(memory)
+    assert UPDATED in texts and said(NEWER[PARIS]) in texts  # stored, and the older one updated at once
+    assert actions(memory, paris_id) == ["ADD", "UPDATE"]
+    add(memory, NEWER[GUITAR], 11)
+    texts = by_text(memory)
+    assert said(GUITAR) not in texts and said(NEWER[GUITAR]) in texts
+    assert sorted(texts) == sorted([UPDATED, said(NEWER[PARIS]), said(NEWER[GUITAR])])
+
+
+def test_online_mode_without_llm_merges_exact_duplicates(make_llm_memory: MakeMemory) -> None:
+    memory = make_llm_memory(update="online", memory_manager={"model_name": "verbatim"})
+    for day in (1, 2):
+        memory.add_memory([{"role": "user", "content": TEA, "time_stamp": f"2025-04-0{day}"}], user_id="ann",
+                          force_extract=True)
+    [kept] = memory.get_all("ann")
+    assert len(kept.source_ids) == 2
