@@ -16,6 +16,11 @@ class CompressionResult:
 
 
 class Compressor(Protocol):
-    """Compresses a batch of texts; output i belongs to input i."""
+    """Compresses a batch of texts; output i belongs to input i.
 
-    def compress(self, texts: list[str]) -> list[CompressionResult]: ...
+    ``groups`` gives one key per text (user and session): a compressor that reads texts in a
+    shared context never mixes texts of different groups. Compressors that score each text alone
+    ignore it.
+    """
+
+    def compress(self, texts: list[str], groups: list[str] | None = None) -> list[CompressionResult]: ...

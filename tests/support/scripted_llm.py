@@ -187,6 +187,7 @@ class ScriptedLLMServer:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True  # headers and body go out in two writes: avoid the 40 ms delayed ACK
 
             def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - quiet test output
                 pass

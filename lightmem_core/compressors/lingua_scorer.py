@@ -1,0 +1,236 @@
+"""LLMLingua-2 scoring on ``transformers``: per-word keep probabilities, batched across many texts.
+
+One ``LinguaScorer`` holds one token classifier. ``score`` gives each text its own context (long
+texts are cut at the model's maximum length, at word boundaries) and runs every chunk of every text
+in length-sorted batches. ``score_packed`` puts neighbouring texts into shared context windows and
+also returns the attention between neighbours, so that compression and topic segmentation share one
+forward pass (``precomp_topic_shared``). Word boundaries come from the tokenizer (``word_ids`` and
+character offsets), never from the model's folder name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lightmem_core.compressors.selection import Word
+from lightmem_core.devices import resolve_device
+from lightmem_core.errors import ModelLoadError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """One text as the tokenizer sees it: token ids, character offsets and word ids."""
+
+    ids: list[int]
+    offsets: list[tuple[int, int]]
+    word_ids: list[int]
+
+
+@dataclass(frozen=True)
+class Window:
+    """One model input: pieces ``(text index, first token, end token)`` laid out after [CLS]."""
+
+    pieces: list[tuple[int, int, int]]
+
+    @property
+    def length(self) -> int:
+        return 2 + sum(b - a for _, a, b in self.pieces)
+
+
+class LinguaScorer:
+    """A BERT-style token classifier whose label 1 means "keep this token" (LLMLingua-2)."""
+
+    def __init__(self, model_path: str, device: str = "auto", batch_size: int = 32, attention: bool = False,
+                 max_text_tokens: int = 16384) -> None:
+        if not Path(model_path).exists():
+            raise ModelLoadError(f"llmlingua-2 model path does not exist: {model_path}")
+        import torch
+        from transformers import AutoModelForTokenClassification, AutoTokenizer
+
+        self.device = resolve_device(device)
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(model_path, local_files_only=True)
+            model, info = AutoModelForTokenClassification.from_pretrained(
+                model_path, local_files_only=True, output_loading_info=True,
+                dtype=torch.float16 if self.device.startswith("cuda") else torch.float32,
+                attn_implementation="eager" if attention else "sdpa",
+            )
+        except (OSError, ValueError, KeyError) as exc:
+            raise ModelLoadError(f"cannot load a token classifier from {model_path}: {exc}") from exc
+        _check(model_path, model, info, self.tokenizer)
+        self.model: Any = model.to(self.device).eval()
+        self.batch_size = batch_size
+        self.attention = attention
+        self.max_text_tokens = max_text_tokens
+        limit = min(int(getattr(model.config, "max_position_embeddings", 512)), int(self.tokenizer.model_max_length or 512))
+        self.body = limit - 2  # room for [CLS] and [SEP]
+        self.num_layers = int(model.config.num_hidden_layers)
+        self._lock = threading.Lock()
+        self._memo: OrderedDict[tuple[str, str], float] = OrderedDict()
+        self.memo_size = 50_000
+
+    def encode(self, texts: list[str]) -> list[Encoded]:
+        """Tokenize without special tokens and without truncation.
+
+        A text longer than ``max_text_tokens`` comes back empty, so it is passed through unscored.
+        """
+        if not texts:
+            return []
+        enc = self.tokenizer(texts, add_special_tokens=False, return_offsets_mapping=True, truncation=False, verbose=False)
+        out = []
+        for i in range(len(texts)):
+            words = enc.word_ids(i)
+            if len(words) > self.max_text_tokens:
+                log.warning("text %d has %d tokens (limit %d): passed through uncompressed", i, len(words), self.max_text_tokens)
+                out.append(Encoded([], [], []))
+                continue
+            out.append(Encoded(list(enc["input_ids"][i]), [tuple(o) for o in enc["offset_mapping"][i]],
+                               [w if w is not None else -1 for w in words]))
+        return out
+
+    def score(self, texts: list[str]) -> list[list[Word]]:
+        """Words of each text with their mean keep probability; each text scored in its own context."""
+        encoded = self.encode(texts)
+        windows = [Window([(i, a, b)]) for i, e in enumerate(encoded) for a, b in chunk_spans(e.word_ids, self.body)]
+        probs, _ = self._run(encoded, windows, layers=None)
+        return [to_words(e, p) for e, p in zip(encoded, probs, strict=True)]
+
+    def score_packed(self, texts: list[str], groups: list[str], layers: list[int]) -> tuple[list[list[Word]], list[float | None]]:
+        """Like ``score``, with neighbouring texts of one group packed into shared windows.
+
+        Also returns, for each text, the attention it pays to the text before it (LightMem's
+        sentence-level attention), or ``None`` where the two did not share a window.
+        """
+        encoded = self.encode(texts)
+        windows = pack(encoded, groups, self.body)
+        probs, neighbour = self._run(encoded, windows, layers=[la for la in layers if la < self.num_layers] or [-1])
+        with self._lock:
+            for i, value in enumerate(neighbour):
+                if value is not None:
+                    key = (_digest(texts[i - 1]), _digest(texts[i]))
+                    self._memo[key] = value
+                    self._memo.move_to_end(key)
+            while len(self._memo) > self.memo_size:
+                self._memo.popitem(last=False)
+        return [to_words(e, p) for e, p in zip(encoded, probs, strict=True)], neighbour
+
+    def recall(self, previous: str, text: str) -> float | None:
+        """The attention ``text`` paid to ``previous`` in the last packed pass that held both, if any."""
+        with self._lock:
+            return self._memo.get((_digest(previous), _digest(text)))
+
+    def _run(self, encoded: list[Encoded], windows: list[Window], layers: list[int] | None) -> tuple[list[np.ndarray], list[float | None]]:
+        import torch
+
+        from lightmem_core.compressors.attention import neighbour_attention
+
+        probs = [np.zeros(len(e.ids), dtype=np.float32) for e in encoded]
+        neighbour: list[float | None] = [None] * len(encoded)
+        tok = self.tokenizer
+        order = sorted(range(len(windows)), key=lambda k: -windows[k].length)
+        for start in range(0, len(order), self.batch_size):
+            batch = [windows[k] for k in order[start : start + self.batch_size]]
+            width = max(w.length for w in batch)
+            ids = np.full((len(batch), width), tok.pad_token_id or 0, dtype=np.int64)
+            mask = np.zeros((len(batch), width), dtype=np.int64)
+            for r, w in enumerate(batch):
+                row = [tok.cls_token_id] + [t for i, a, b in w.pieces for t in encoded[i].ids[a:b]] + [tok.sep_token_id]
+                ids[r, : len(row)] = row
+                mask[r, : len(row)] = 1
+            with self._lock, torch.inference_mode():
+                out = self.model(input_ids=torch.from_numpy(ids).to(self.device),
+                                 attention_mask=torch.from_numpy(mask).to(self.device),
+                                 output_attentions=layers is not None)
+                keep = torch.softmax(out.logits.float(), dim=-1)[..., 1].cpu().numpy()
+                att = torch.stack([out.attentions[la] for la in layers]).float().mean(dim=(0, 2)).cpu().numpy() if layers else None
+            for r, w in enumerate(batch):
+                pos = 1
+                for i, a, b in w.pieces:
+                    probs[i][a:b] = keep[r, pos : pos + b - a]
+                    pos += b - a
+                if att is not None:
+                    for i, value in neighbour_attention(w, att[r, : w.length, : w.length]).items():
+                        neighbour[i] = value
+        return probs, neighbour
+
+
+def chunk_spans(word_ids: list[int], body: int) -> list[tuple[int, int]]:
+    """Token spans of at most ``body`` tokens, cut between words unless one word is longer than that."""
+    spans, start, n = [], 0, len(word_ids)
+    while start < n:
+        end = min(start + body, n)
+        if end < n:
+            cut = end
+            while cut > start + 1 and word_ids[cut] == word_ids[cut - 1]:
+                cut -= 1
+            end = cut if cut > start + 1 else end
+        spans.append((start, end))
+        start = end
+    return spans
+
+
+def pack(encoded: list[Encoded], groups: list[str], body: int) -> list[Window]:
+    """Consecutive texts of one group share a window while they fit; longer texts are chunked alone."""
+    windows: list[Window] = []
+    current: list[tuple[int, int, int]] = []
+    used, group = 0, None
+    for i, e in enumerate(encoded):
+        n = len(e.ids)
+        if current and (groups[i] != group or used + n > body):
+            windows.append(Window(current))
+            current, used = [], 0
+        group = groups[i]
+        if n > body:
+            windows.extend(Window([(i, a, b)]) for a, b in chunk_spans(e.word_ids, body))
+            continue
+        current.append((i, 0, n))
+        used += n
+    if current:
+        windows.append(Window(current))
+    return windows
+
+
+def to_words(e: Encoded, probs: np.ndarray) -> list[Word]:
+    """Aggregate token probabilities per word (mean), with the word's character span."""
+    words: list[Word] = []
+    k, n = 0, len(e.ids)
+    while k < n:
+        j = k + 1
+        while j < n and e.word_ids[j] == e.word_ids[k] and e.word_ids[k] >= 0:
+            j += 1
+        spans = [o for o in e.offsets[k:j] if o[1] > o[0]]
+        if spans:
+            words.append(Word(min(s for s, _ in spans), max(t for _, t in spans), float(probs[k:j].mean())))
+        k = j
+    return words
+
+
+def _digest(text: str) -> str:
+    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
+
+
+def _check(path: str, model: Any, info: dict[str, Any], tokenizer: Any) -> None:
+    missing = sorted(k for k in info.get("missing_keys", ()) if "classifier" in k or "score" in k)
+    if missing:
+        raise ModelLoadError(f"{path} has no token-classification head (missing {', '.join(missing)}): "
+                             "expected an LLMLingua-2 model such as llmlingua-2-bert-base-multilingual-cased-meetingbank")
+    if int(model.config.num_labels) != 2:
+        raise ModelLoadError(f"{path}: the token classifier has {model.config.num_labels} labels, LLMLingua-2 needs 2 (drop, keep)")
+    if not getattr(tokenizer, "is_fast", False):
+        raise ModelLoadError(f"{path}: a fast tokenizer (tokenizer.json) is needed for word boundaries")
+    if tokenizer.cls_token_id is None or tokenizer.sep_token_id is None:
+        raise ModelLoadError(f"{path}: the tokenizer has no [CLS]/[SEP] tokens; expected a BERT-style tokenizer")
+    vocab = int(model.config.vocab_size)
+    if len(tokenizer) > vocab:
+        raise ModelLoadError(f"{path}: the tokenizer has {len(tokenizer)} tokens but the model's vocabulary has {vocab}: "
+                             "tokenizer and model do not match")

@@ -1,0 +1,160 @@
+"""Compressors: kept share, forced tokens, order, batching, chunking, odd input, bad models and rates."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+
+from lightmem_core.compressors.lingua_scorer import LinguaScorer, chunk_spans
+from lightmem_core.compressors.llmlingua2 import LLMLingua2Compressor, compress_batch
+from lightmem_core.compressors.selection import check_rate
+from lightmem_core.config import parse_config
+from lightmem_core.errors import ConfigError, ModelLoadError
+from tests.sensory.conftest import CAR_REPAIR, COOKING
+
+KINDS = ["llmlingua-2", "entropy", "wordfreq"]
+# Plain words only, so forced punctuation does not count against the budget.
+PLAIN = " ".join(re.sub(r"[^\w\s]", "", u + " " + a) for u, a in COOKING[:6])
+VARIED = [u for u, _ in COOKING + CAR_REPAIR] + ["", "   ", "Ok.", "A much longer message. " * 30]
+
+
+def words_of(text: str) -> list[str]:
+    return re.findall(r"\w+|[^\w\s]", text)
+
+
+def is_subsequence(short: list[str], full: list[str]) -> bool:
+    it = iter(full)
+    return all(any(w == x for x in it) for w in short)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("rate", [0.3, 0.5, 0.8])
+def test_kept_share_is_within_five_points_of_rate(compressors: dict[str, Any], kind: str, rate: float) -> None:
+    compressor = compressors[kind]
+    before = compressor.rate
+    compressor.rate = rate
+    try:
+        short = compressor.compress([PLAIN])[0].text
+    finally:
+        compressor.rate = before
+    share = len(words_of(short)) / len(words_of(PLAIN))
+    assert abs(share - rate) <= 0.05, (kind, rate, share)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_forced_tokens_survive_and_order_is_kept(compressors: dict[str, Any], kind: str) -> None:
+    text = "Well, the car broke down again! Why now? I called the garage.\nThey said Monday, maybe Tuesday."
+    result = compressors[kind].compress([text])[0]
+    for mark in [".", ",", "!", "?", "\n"]:
+        assert result.text.count(mark) == text.count(mark), (kind, mark, result.text)
+    assert is_subsequence(words_of(result.text), words_of(text))
+    assert result.tokens_after < result.tokens_before
+
+
+@pytest.mark.parametrize("kind", ["llmlingua-2", "entropy"])
+def test_batched_equals_one_by_one(compressors: dict[str, Any], kind: str) -> None:
+    compressor = compressors[kind]
+    batched = compressor.compress(VARIED)
+    alone = [compressor.compress([t])[0] for t in VARIED]
+    assert batched == alone
+
+
+def test_each_message_gets_its_own_rate_in_one_batch(scorer: LinguaScorer) -> None:
+    texts = [PLAIN, PLAIN, PLAIN]
+    low, mid, high = compress_batch(scorer, texts, [0.2, 0.5, 0.9])
+    counts = [len(words_of(r.text)) for r in (low, mid, high)]
+    assert counts[0] < counts[1] < counts[2]
+
+
+def test_long_input_is_chunked_at_the_model_maximum(scorer: LinguaScorer) -> None:
+    text = " ".join(f"{u} {a}" for u, a in COOKING + CAR_REPAIR) * 3  # about 1,500 model tokens
+    encoded = scorer.encode([text])[0]
+    spans = chunk_spans(encoded.word_ids, scorer.body)
+    assert len(spans) >= 3 and max(b - a for a, b in spans) <= scorer.body
+    widths: list[int] = []
+    hook = scorer.model.register_forward_pre_hook(lambda _m, _a, kw: widths.append(kw["input_ids"].shape[1]), with_kwargs=True)
+    try:
+        result = LLMLingua2Compressor(scorer, rate=0.5).compress([text])[0]
+    finally:
+        hook.remove()
+    assert widths and max(widths) <= 512
+    kept = words_of(result.text)
+    assert abs(len(kept) / len(words_of(text)) - 0.5) <= 0.05  # the words of every chunk were scored
+    assert "tire" in " ".join(kept[len(kept) // 2 :]) or "transmission" in " ".join(kept[len(kept) // 2 :])
+
+
+ODD = {
+    "empty": "",
+    "whitespace": " \n\t  ",
+    "emoji": "😀🚗🍝🔥👍🏽",
+    "cjk": "我今天做了番茄意大利面，味道很好。明日は車を修理します。",
+    "rtl": "שלום, המכונית שלי מקולקלת. مرحبا، سيارتي معطلة اليوم.",
+}
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_odd_inputs_do_not_crash(compressors: dict[str, Any], kind: str) -> None:
+    results = compressors[kind].compress(list(ODD.values()))
+    assert len(results) == len(ODD)
+    for (name, text), r in zip(ODD.items(), results, strict=True):
+        assert isinstance(r.text, str) and r.tokens_after <= r.tokens_before, name
+        if not text.strip():
+            assert r.text == text
+        else:
+            assert r.text.strip(), name
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_one_megabyte_message(compressors: dict[str, Any], kind: str) -> None:
+    big = ("The mechanic replaced the brake pads and checked the oil. " * 18_100)[: 1 << 20]
+    result = compressors[kind].compress([big, "short one"])[0]
+    assert len(big) == 1 << 20 and result.tokens_before > 150_000
+    if kind == "wordfreq":  # model-free: really compressed
+        assert result.tokens_after < result.tokens_before
+    else:  # over max_text_tokens: passed through unchanged rather than minutes of CPU
+        assert result.text == big
+
+
+def test_model_without_token_classification_head_fails_at_load(minilm_path: str) -> None:
+    with pytest.raises(ModelLoadError, match="no token-classification head"):
+        LinguaScorer(minilm_path, device="cpu")
+
+
+def test_mismatched_tokenizer_fails_at_load(tmp_path: Any, minilm_path: str) -> None:
+    from transformers import AutoTokenizer, BertConfig, BertForTokenClassification
+
+    small = BertConfig(vocab_size=1000, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                       intermediate_size=64, num_labels=2)
+    BertForTokenClassification(small).save_pretrained(tmp_path)
+    AutoTokenizer.from_pretrained(minilm_path).save_pretrained(tmp_path)
+    with pytest.raises(ModelLoadError, match="do not match"):
+        LinguaScorer(str(tmp_path), device="cpu")
+
+
+def test_missing_path_fails_at_load(tmp_path: Any) -> None:
+    with pytest.raises(ModelLoadError, match="does not exist"):
+        LinguaScorer(str(tmp_path / "nowhere"), device="cpu")
+
+
+@pytest.mark.parametrize("rate", [0, -0.1, 1.01, 2, float("nan")])
+def test_rate_outside_zero_one_is_refused(rate: float, lingua_path: str, memory_config: Any) -> None:
+    with pytest.raises(ConfigError):
+        check_rate(rate)
+    with pytest.raises(ConfigError, match="rate"):
+        parse_config(memory_config(pre_compress=True, pre_compressor={
+            "model_name": "llmlingua-2",
+            "configs": {"llmlingua_config": {"model_name": lingua_path}, "compress_config": {"rate": rate}},
+        }))
+
+
+def test_rate_of_one_keeps_everything(compressors: dict[str, Any]) -> None:
+    text = "Keep every single word of this sentence, please."
+    for kind in KINDS:
+        compressor = compressors[kind]
+        before, compressor.rate = compressor.rate, 1.0
+        try:
+            assert compressor.compress([text])[0].text == text
+        finally:
+            compressor.rate = before
