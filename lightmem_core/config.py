@@ -44,6 +44,8 @@ class CompressionConfig(_Strict):
     rate: float = Field(0.6, gt=0.0, le=1.0)
     force_tokens: list[str] = Field(default_factory=lambda: list(DEFAULT_FORCE_TOKENS))
     batch_size: int = Field(32, ge=1)
+    # Longer messages pass through uncompressed (logged): scoring 1 MB on a CPU takes minutes.
+    max_message_tokens: int = Field(16384, ge=1)
 
 
 class EntropyConfig(_Strict):
@@ -52,6 +54,17 @@ class EntropyConfig(_Strict):
     model_name: str = "wordfreq"
     device_map: str = "auto"
     language: str = "en"
+    word_level_strategy: Literal["average", "first_token"] = "average"
+    max_length: int | None = Field(None, ge=2)
+    compress_rate: float | None = Field(None, gt=0.0, le=1.0)  # LightMem's key; overrides compress_config.rate
+
+    @model_validator(mode="before")
+    @classmethod
+    def _lightmem_device_key(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "device" in data:
+            data = dict(data)
+            data.setdefault("device_map", data.pop("device"))
+        return data
 
 
 class PreCompressorOptions(_Strict):
@@ -76,6 +89,7 @@ class TopicSegmenterOptions(_Strict):
     window_turns: int = Field(3, ge=0)
     similarity_start: float = Field(0.2, ge=-1.0, le=1.0)
     similarity_step: float = Field(0.05, gt=0.0)
+    similarity_max: float = Field(0.5, ge=-1.0, le=1.0)
     sensory_buffer_tokens: int = Field(512, ge=16)
     model_name: str | None = None
     device_map: str = "auto"

@@ -16,7 +16,7 @@ from lightmem_core.config import BaseMemoryConfigs, TextEmbedderConfig
 from lightmem_core.embedders.base import Embedder
 from lightmem_core.embedders.huggingface import HuggingFaceEmbedder
 from lightmem_core.embedders.openai import OpenAIEmbedder
-from lightmem_core.errors import ConfigError, NotSupportedError
+from lightmem_core.errors import ConfigError
 from lightmem_core.extraction import Extractor, VerbatimExtractor
 from lightmem_core.history import HistoryStore
 from lightmem_core.llm.accounting import AccountingClient, CallRecorder
@@ -27,6 +27,12 @@ from lightmem_core.llm.retry import RetryingClient
 from lightmem_core.llm_extraction import LLMExtractor
 from lightmem_core.llm_update import LLMUpdateDecider
 from lightmem_core.segmenters.base import Segmenter
+from lightmem_core.sensory_builders import (
+    embedding_segmenter,
+    entropy_compressor,
+    llmlingua2_compressor,
+    llmlingua2_segmenter,
+)
 from lightmem_core.stores.base import MemoryStore
 from lightmem_core.stores.qdrant import QdrantStore
 from lightmem_core.tokens import count_tokens
@@ -127,15 +133,35 @@ def build_decider(config: BaseMemoryConfigs, client: LLMClient | None = None) ->
     return LLMUpdateDecider(client) if client is not None else None
 
 
+COMPRESSORS: dict[str, Callable[[BaseMemoryConfigs], Compressor]] = {
+    "llmlingua-2": llmlingua2_compressor, "entropy_compress": entropy_compressor,
+}
+SEGMENTERS: dict[str, Callable[[BaseMemoryConfigs, Embedder], Segmenter]] = {
+    "llmlingua-2": llmlingua2_segmenter, "embedding": embedding_segmenter,
+}
+
+
+def build_compressor(config: BaseMemoryConfigs) -> Compressor | None:
+    """The pre-compressor, or ``None`` when ``pre_compress`` is off."""
+    if not config.pre_compress or config.pre_compressor is None:
+        return None
+    return COMPRESSORS[config.pre_compressor.model_name](config)
+
+
+def build_segmenter(config: BaseMemoryConfigs, embedder: Embedder | None = None) -> Segmenter | None:
+    """The topic segmenter, or ``None`` when ``topic_segment`` is off; ``embedder`` gives fine boundaries."""
+    if not config.topic_segment or config.topic_segmenter is None:
+        return None
+    if embedder is None:
+        embedder = build_embedder(config) or HuggingFaceEmbedder(device="auto")
+    return SEGMENTERS[config.topic_segmenter.model_name](config, embedder)
+
+
 def build_components(config: BaseMemoryConfigs, embedder: Embedder | None = None) -> Components:
     """Build every backend the configuration names, failing early on bad paths or unbuilt options.
 
     ``embedder`` lets a caller share one loaded embedder between several memories (tests, eval).
     """
-    if config.pre_compress:
-        raise NotSupportedError("pre_compress=True: pre-compression is not supported yet")
-    if config.topic_segment:
-        raise NotSupportedError("topic_segment=True: topic segmentation is not supported yet")
     history = HistoryStore(config.history_db_path)
     client = build_llm_client(config, recorder=history)
     extractor = build_extractor(config, client)
@@ -147,6 +173,8 @@ def build_components(config: BaseMemoryConfigs, embedder: Embedder | None = None
     if "sparse" in config.indexed_vectors:
         opts = config.context_retriever.configs if config.context_retriever else None
         bm25 = BM25Encoder(**opts.model_dump()) if opts else BM25Encoder()
+    compressor = build_compressor(config)
+    segmenter = build_segmenter(config, embedder)
     store = build_store(config, embedder.dims if embedder else 1)
     return Components(store=store, history=history, extractor=extractor, embedder=embedder, bm25=bm25,
-                      decider=build_decider(config, client))
+                      compressor=compressor, segmenter=segmenter, decider=build_decider(config, client))

@@ -21,6 +21,7 @@ from lightmem_core.history import GLOBAL_SCOPE
 from lightmem_core.ingest import normalize_messages
 from lightmem_core.models import MemoryEntry, Message, RetrievedMemory, TopicSegment
 from lightmem_core.online import online_update
+from lightmem_core.sensory import SENSORY, feed
 from lightmem_core.stages import (
     compress_messages,
     count_message_tokens,
@@ -75,14 +76,13 @@ class LightMemory:
             fresh = [m for m in batch.messages if m.id not in known]
             counted = count_message_tokens(fresh, self.components.count_tokens)
             prepared = compress_messages(counted, self.components.compressor, self.config.extraction_roles)
-            parts = self._cut(prepared, force_segment)
+            parts, sensory = self._cut(prepared, force_segment, user_id)
             with self.history.transaction() as conn:
                 self.history.save_messages(conn, prepared)
+                if sensory is not None:
+                    self._keep_sensory(conn, user_id, sensory)
                 self._account_ingest(conn, user_id, prepared, len(batch.skipped_empty))
-                for part in parts:
-                    topic_id = self.history.next_counter(conn, user_id, "topic_id")
-                    seg = TopicSegment(user_id=user_id, session_id=part[0].session_id, topic_id=topic_id, messages=part)
-                    self.history.buffer_put(conn, user_id, SHORT_TERM, f"topic-{topic_id}", seg.model_dump(mode="json"))
+                self._to_short_term(conn, user_id, parts)
             stored = self._maybe_extract(user_id, force_extract)
             return {
                 "added_messages": len(prepared),
@@ -92,9 +92,35 @@ class LightMemory:
                 "entry_ids": [e.id for e in stored],
             }
 
-    def _cut(self, messages: list[Message], force_segment: bool) -> list[list[Message]]:
-        """Topic segments of the call's messages, per session (without a segmenter: one per session)."""
-        return [part for session in split_sessions(messages) for part in cut_topics(session, self.components.segmenter)]
+    def _cut(self, messages: list[Message], force_segment: bool, user_id: str) -> tuple[list[list[Message]], list[Message] | None]:
+        """Topic segments ready for the short-term buffer, and what the sensory buffer keeps.
+
+        Without a segmenter: one segment per session of the call, no sensory buffer. With one, the
+        messages go through the persisted sensory buffer (``lightmem_core.sensory``).
+        """
+        segmenter = self.components.segmenter
+        if segmenter is None:
+            return [part for session in split_sessions(messages) for part in cut_topics(session, None)], None
+        buffered = [Message.model_validate(p) for _, p in self.history.buffer_items(user_id, SENSORY)]
+        incoming = [m for session in split_sessions(messages) for m in session]
+        capacity = self.config.topic_segmenter.configs.sensory_buffer_tokens if self.config.topic_segmenter else 512
+        fed = feed(buffered, incoming, segmenter, capacity, self.config.extraction_roles,
+                   self.components.count_tokens, force=force_segment)
+        return fed.segments, fed.remaining
+
+    def _to_short_term(self, conn: Any, user_id: str, parts: list[list[Message]]) -> None:
+        for part in parts:
+            topic_id = self.history.next_counter(conn, user_id, "topic_id")
+            seg = TopicSegment(user_id=user_id, session_id=part[0].session_id, topic_id=topic_id, messages=part)
+            self.history.buffer_put(conn, user_id, SHORT_TERM, f"topic-{topic_id}", seg.model_dump(mode="json"))
+
+    def _keep_sensory(self, conn: Any, user_id: str, remaining: list[Message]) -> None:
+        """Persist the sensory buffer: what left it is removed, what stays is kept in order."""
+        stay = {m.id for m in remaining}
+        gone = [k for k, _ in self.history.buffer_items(user_id, SENSORY) if k not in stay]
+        self.history.buffer_remove(conn, user_id, SENSORY, gone)
+        for m in remaining:
+            self.history.buffer_put(conn, user_id, SENSORY, m.id, m.model_dump(mode="json"))
 
     def _account_ingest(self, conn: Any, user_id: str, messages: list[Message], skipped: int) -> None:
         roles = self.config.extraction_roles
@@ -191,8 +217,16 @@ class LightMemory:
             log.warning("online update skipped for now: %s", exc)
 
     def flush(self, user_id: str = "default") -> int:
-        """Extract whatever the short-term buffer holds now; returns the number of entries stored."""
+        """Cut the sensory buffer's tail, then extract whatever the short-term buffer holds now.
+
+        Returns the number of entries stored.
+        """
         with self._lock:
+            if self.components.segmenter is not None:
+                parts, remaining = self._cut([], True, user_id)
+                with self.history.transaction() as conn:
+                    self._keep_sensory(conn, user_id, remaining or [])
+                    self._to_short_term(conn, user_id, parts)
             return len(self._maybe_extract(user_id, force=True))
 
     # --- retrieval --------------------------------------------------------------------------------

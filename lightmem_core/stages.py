@@ -24,7 +24,8 @@ def compress_messages(messages: list[Message], compressor: Compressor | None, ro
     chosen = [i for i, m in enumerate(messages) if m.role in roles]
     if compressor is None or not chosen:
         return list(messages)
-    results = compressor.compress([messages[i].content for i in chosen])
+    groups = [f"{messages[i].user_id}\x1f{messages[i].session_id}" for i in chosen]
+    results = compressor.compress([messages[i].content for i in chosen], groups)
     out = list(messages)
     for i, result in zip(chosen, results, strict=True):
         out[i] = out[i].model_copy(update={"compressed": result.text, "tokens_compressed": result.tokens_after})
