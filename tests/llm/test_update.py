@@ -82,7 +82,8 @@ def test_offline_update_applies_update_delete_ignore(make_llm_memory: MakeMemory
     expected = HashingEmbedder(64).embed([UPDATED])[0]
     assert all(math.isclose(a, b, abs_tol=1e-6) for a, b in zip(new_vector, expected, strict=True))
     assert not all(math.isclose(a, b, abs_tol=1e-6) for a, b in zip(new_vector, old_vector, strict=True))
-    assert memory.retrieve("bigger flat in Paris", limit=1, user_id="ann")[0].id == paris.id  # type: ignore[index]
+    hits = memory.retrieve("bigger flat in Paris", limit=1, user_id="ann")
+    assert isinstance(hits, list) and hits[0].id == paris.id  # found by its new vector
 
     trail = memory.history_of(paris.id)
     assert [h["action"] for h in trail] == ["ADD", "UPDATE"]
