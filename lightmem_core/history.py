@@ -184,8 +184,11 @@ class HistoryStore:
                 (user_id, session_id, purpose, model, prompt_tokens, completion_tokens, latency_s, outcome, error, time.time()),
             )
 
-    def llm_totals(self, user_id: str | None = None) -> dict[str, float]:
-        where, args = ("WHERE user_id=?", (user_id,)) if user_id is not None else ("", ())
+    def llm_totals(self, user_id: str | None = None, session_id: str | None = None) -> dict[str, float]:
+        """Calls, prompt and completion tokens and latency of LLM calls, for one user and/or session or all."""
+        clauses = [(c, v) for c, v in (("user_id=?", user_id), ("session_id=?", session_id)) if v is not None]
+        where = f"WHERE {' AND '.join(c for c, _ in clauses)}" if clauses else ""
+        args: tuple[Any, ...] = tuple(v for _, v in clauses)
         row = self._query(
             "SELECT COUNT(*) AS calls, COALESCE(SUM(prompt_tokens),0) AS prompt_tokens, "
             f"COALESCE(SUM(completion_tokens),0) AS completion_tokens, COALESCE(SUM(latency_s),0) AS latency_s FROM llm_calls {where}",

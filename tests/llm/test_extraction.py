@@ -45,6 +45,8 @@ def test_entries_carry_provenance_and_source_time_stamps(make_llm_memory: MakeMe
     assert park.speaker == "Ann" and park.weekday == "Sat"
     stats = memory.get_token_statistics("ann")
     assert stats["llm_calls"] == 1 and stats["llm_prompt_tokens"] > 0 and stats["llm_completion_tokens"] > 0
+    assert memory.history.llm_totals("ann", "s1")["calls"] == 1  # per session too
+    assert memory.history.llm_totals("someone-else")["calls"] == 0
 
 
 def test_topic_ids_are_unique_per_user_not_global(make_llm_memory: MakeMemory) -> None:
