@@ -88,8 +88,8 @@ class OpenAICompatClient:
                 raise TransientError(f"{self.backend}: HTTP {exc.status_code}",
                                      retry_after_s=retry_after_s(exc.response.headers)) from exc
             raise LLMRequestError(f"{self.backend}: HTTP {exc.status_code}: {exc.message}") from exc
-        except openai.OpenAIError as exc:  # e.g. a body that is not a completion
-            raise TransientError(f"{self.backend}: unreadable reply: {exc}") from exc
+        except (openai.OpenAIError, ValueError) as exc:  # a body that is not a completion, or not JSON at all
+            raise TransientError(f"{self.backend}: unreadable reply: {type(exc).__name__}") from exc
         latency = time.perf_counter() - started
         if not reply.choices:
             raise TransientError(f"{self.backend}: reply without choices")

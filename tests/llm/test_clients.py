@@ -67,6 +67,13 @@ def test_hung_reply_times_out_and_is_retried(tmp_path: Path, llm_server: Scripte
     assert _outcomes(history) == ["error", "ok"]
 
 
+def test_broken_response_body_is_retried(tmp_path: Path, llm_server: ScriptedLLMServer) -> None:
+    client, history = _stack(tmp_path, llm_server)
+    llm_server.script(Step(raw_body='{"choices": [broken'), Step(content="whole"))
+    assert client.complete(PROMPT).text == "whole"
+    assert _outcomes(history) == ["error", "ok"]
+
+
 def test_attempts_run_out_with_a_transient_error(tmp_path: Path, llm_server: ScriptedLLMServer) -> None:
     client, history = _stack(tmp_path, llm_server, max_retries=2)
     llm_server.script(*[Step(status=502)] * 3)

@@ -1,0 +1,51 @@
+"""The scripted server itself: as a subprocess, automatic replies, embeddings, broken bodies."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import openai
+import pytest
+
+from lightmem_core.embedders.openai import OpenAIEmbedder
+from tests.support.scripted_llm import ScriptedLLMServer, Step
+
+ROOT = Path(__file__).resolve().parents[2]
+EXTRACTION_PROMPT = [
+    {"role": "system", "content": 'Reply in JSON: {"facts": [{"text": "...", "source_ids": ["m1"]}]}'},
+    {"role": "user", "content": "Topic 4:\n[m1] 2025-01-01 10:00 Wed Ann: I bought a red kayak.\n"
+                                "[m2] 2025-01-01 10:01 Wed Bob: Nice, I prefer sailing."},
+]
+
+
+def test_runs_as_a_subprocess_and_answers_extraction_automatically() -> None:
+    proc = subprocess.Popen([sys.executable, "-m", "tests.support.scripted_llm", "--port", "0"], cwd=ROOT,
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        base_url = proc.stdout.readline().strip()
+        client = openai.OpenAI(api_key="k", base_url=base_url, max_retries=0, timeout=10)
+        reply = client.chat.completions.create(model="m", messages=EXTRACTION_PROMPT)  # type: ignore[arg-type]
+        facts = json.loads(reply.choices[0].message.content or "")["facts"]
+        assert [f["source_ids"] for f in facts] == [["m1"], ["m2"]]
+        assert facts[0]["text"].startswith("Ann said: I bought a red kayak.")
+        assert reply.usage is not None and reply.usage.prompt_tokens > 0
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+
+def test_embeddings_and_broken_bodies(llm_server: ScriptedLLMServer) -> None:
+    embedder = OpenAIEmbedder(model="e", api_key="k", base_url=llm_server.base_url, embedding_dims=64)
+    vectors = embedder.embed(["red kayak", "sailing"])
+    assert len(vectors) == 2 and len(vectors[0]) == 64
+    client = openai.OpenAI(api_key="k", base_url=llm_server.base_url, max_retries=0, timeout=5)
+    llm_server.script(Step(raw_body="{broken"))
+    with pytest.raises(ValueError):  # the SDK lets the JSON error through; our client translates it
+        client.chat.completions.create(model="m", messages=[{"role": "user", "content": "hi"}])
+    assert llm_server.pending() == 0 and len(llm_server.requests) == 1
