@@ -24,7 +24,7 @@ from lightmem_core.models import RetrievedMemory
 from lightmem_core.tokens import count_tokens
 from producers.datasets import Conversation, Question
 from producers.eval.metrics import percentile, question_scores, summarize
-from producers.eval.systems import SystemSpec, open_memory
+from producers.eval.systems import SystemSpec, open_memory, with_paths
 
 log = logging.getLogger(__name__)
 
@@ -125,41 +125,71 @@ class _Bar:
             self._bar.close()
 
 
-def run_system(
-    spec: SystemSpec,
+def store_key(spec: SystemSpec) -> str:
+    """Systems whose configurations differ only in ``retrieve_strategy`` can share one ingest."""
+    return spec.config.model_copy(update={"retrieve_strategy": "hybrid"}).model_dump_json()
+
+
+def group_specs(specs: Sequence[SystemSpec]) -> list[list[SystemSpec]]:
+    """Specs grouped by ``store_key``, groups and members in the order given."""
+    groups: dict[str, list[SystemSpec]] = {}
+    for spec in specs:
+        groups.setdefault(store_key(spec), []).append(spec)
+    return list(groups.values())
+
+
+def run_group(
+    specs: Sequence[SystemSpec],
     conversations: Sequence[Conversation],
     folder: Path,
     embedder: Embedder | None,
     options: EvalOptions,
-) -> SystemResult:
-    """Ingest every conversation into a fresh memory for ``spec``, then retrieve and score."""
-    result = SystemResult(spec.name, spec.description)
-    total = sum(len(select_questions(c, options)) for c in conversations)
-    bar = _Bar(total, spec.name, options.progress)
-    memory = open_memory(spec, folder, embedder)
+) -> list[SystemResult]:
+    """Ingest every conversation once into a fresh memory, then retrieve and score with each spec.
+
+    All specs share one store (same ``store_key``); each reads it with its own retrieval strategy,
+    and each reports the shared ingest time and stored tokens.
+    """
+    results = [SystemResult(s.name, s.description) for s in specs]
+    if len(specs) > 1:
+        for r in results:
+            r.description += f" (one ingest shared by {', '.join(s.name for s in specs)})"
+    total = len(specs) * sum(len(select_questions(c, options)) for c in conversations)
+    bar = _Bar(total, "+".join(s.name for s in specs), options.progress)
+    memory = open_memory(specs[0], folder, embedder)
+    views = [memory] + [LightMemory(with_paths(s.config, folder), memory.components) for s in specs[1:]]
     try:
         for conv in conversations:
             questions = select_questions(conv, options)
             if conv.turn_count == 0:
-                result.skip("conversation_without_turns", conv.user_id)
-                bar.update(len(questions))
+                _skip_all(results, "conversation_without_turns", conv.user_id)
+                bar.update(len(questions) * len(specs))
                 continue
             try:
-                result.ingest_s += _ingest(memory, conv)
+                ingest_s = _ingest(memory, conv)
             except LightMemError as exc:
-                log.warning("%s: skipping conversation %s: %s", spec.name, conv.user_id, exc)
-                result.skip("conversation_failed", f"{conv.user_id}: {exc}")
-                bar.update(len(questions))
+                log.warning("%s: skipping conversation %s: %s", specs[0].name, conv.user_id, exc)
+                _skip_all(results, "conversation_failed", f"{conv.user_id}: {exc}")
+                bar.update(len(questions) * len(specs))
                 continue
-            result.conversations += 1
-            for question in questions:
-                _score_question(memory, conv.user_id, question, options, result)
-                bar.update()
-        result.stats = {k: float(v) for k, v in memory.get_token_statistics().items()}
+            for view, result in zip(views, results, strict=True):
+                result.ingest_s += ingest_s
+                result.conversations += 1
+                for question in questions:
+                    _score_question(view, conv.user_id, question, options, result)
+                    bar.update()
+        stats = {k: float(v) for k, v in memory.get_token_statistics().items()}
+        for result in results:
+            result.stats = dict(stats)
     finally:
         bar.close()
         memory.close()
-    return result
+    return results
+
+
+def _skip_all(results: list[SystemResult], reason: str, item: str) -> None:
+    for result in results:
+        result.skip(reason, item)
 
 
 def _ingest(memory: LightMemory, conv: Conversation) -> float:
@@ -204,13 +234,16 @@ def run_eval(
     options: EvalOptions,
     on_system_done: Callable[[SystemResult], None] | None = None,
 ) -> list[SystemResult]:
-    """Run every system in turn on the same conversations; ``on_system_done`` sees each result at once."""
+    """Run every system on the same conversations; ``on_system_done`` sees each result at once.
+
+    Systems that differ only in retrieval strategy share one ingest (``group_specs``).
+    """
     chosen = list(conversations)[: options.limit_conversations] if options.limit_conversations else list(conversations)
-    results = []
-    for spec in specs:
-        result = run_system(spec, chosen, workdir / spec.name, embedder, options)
-        log.info("%s: %d questions scored, ingest %.1f s", spec.name, len(result.rows), result.ingest_s)
-        results.append(result)
-        if on_system_done is not None:
-            on_system_done(result)
-    return results
+    by_name: dict[str, SystemResult] = {}
+    for group in group_specs(specs):
+        for result in run_group(group, chosen, workdir / group[0].name, embedder, options):
+            log.info("%s: %d questions scored, ingest %.1f s", result.name, len(result.rows), result.ingest_s)
+            by_name[result.name] = result
+            if on_system_done is not None:
+                on_system_done(result)
+    return [by_name[s.name] for s in specs]

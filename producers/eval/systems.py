@@ -4,8 +4,9 @@
   another is given), exactly as it says at run time.
 - ``raw-dense``: every turn stored as it is (all roles, no compression, no segmentation, verbatim
   entries), dense retrieval.
-- ``raw-bm25``: the same turns, BM25 retrieval only.
-- ``raw-hybrid``: the same turns, dense and BM25 fused (reciprocal rank fusion).
+- ``raw-hybrid``: the same store as ``raw-dense`` (one ingest writes both vectors), dense and BM25
+  fused (reciprocal rank fusion).
+- ``raw-bm25``: the same turns in a BM25-only store (its own, cheaper ingest), BM25 retrieval.
 
 Each system gets its own history database and embedded Qdrant folder under the run's work folder;
 all share one embedder instance, so every figure compares like with like.
@@ -27,8 +28,9 @@ DEFAULT = "default"
 RAW_DENSE = "raw-dense"
 RAW_BM25 = "raw-bm25"
 RAW_HYBRID = "raw-hybrid"
-ALL_SYSTEMS: tuple[str, ...] = (DEFAULT, RAW_DENSE, RAW_BM25, RAW_HYBRID)
-_RAW_STRATEGY = {RAW_DENSE: "embedding", RAW_BM25: "context", RAW_HYBRID: "hybrid"}
+ALL_SYSTEMS: tuple[str, ...] = (DEFAULT, RAW_DENSE, RAW_HYBRID, RAW_BM25)
+# (index, retrieve): raw-dense and raw-hybrid index alike, so they share one ingest.
+_RAW_STRATEGY = {RAW_DENSE: ("hybrid", "embedding"), RAW_BM25: ("context", "context"), RAW_HYBRID: ("hybrid", "hybrid")}
 
 
 @dataclass(frozen=True)
@@ -54,7 +56,7 @@ def describe(config: BaseMemoryConfigs) -> str:
 
 def raw_turn_config(name: str, base: BaseMemoryConfigs) -> BaseMemoryConfigs:
     """A raw-turn baseline: ``base``'s embedder, every turn stored verbatim, one retrieval strategy."""
-    strategy = _RAW_STRATEGY[name]
+    index, retrieve = _RAW_STRATEGY[name]
     data: dict[str, Any] = {
         "pre_compress": False,
         "topic_segment": False,
@@ -63,8 +65,8 @@ def raw_turn_config(name: str, base: BaseMemoryConfigs) -> BaseMemoryConfigs:
         "text_summary": False,
         "memory_manager": {"model_name": "verbatim"},
         "extract_threshold": base.extract_threshold,
-        "index_strategy": strategy,
-        "retrieve_strategy": strategy,
+        "index_strategy": index,
+        "retrieve_strategy": retrieve,
         "update": "offline",
     }
     if base.text_embedder is not None:

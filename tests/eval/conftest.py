@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,17 @@ import pytest
 from lightmem_core.config import BaseMemoryConfigs
 from producers.datasets import Conversation, load_locomo, load_longmemeval
 from producers.settings import DEFAULT_CONFIG, Settings, memory_config
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread() -> Iterator[None]:
+    """As ``lightmem eval`` does: on this shared 2-core machine spinning torch threads slow queries 10-20x."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="session")

@@ -17,8 +17,8 @@ from lightmem_core.errors import ConfigError
 from producers.datasets import Conversation, DatasetSession, Question
 from producers.eval.harness import EvalRun, evaluate
 from producers.eval.report import RECALL_PNG, RESULTS_JSON, RESULTS_MD
-from producers.eval.runner import EvalOptions
-from producers.eval.systems import ALL_SYSTEMS, raw_turn_config, with_paths
+from producers.eval.runner import EvalOptions, group_specs
+from producers.eval.systems import ALL_SYSTEMS, build_specs, raw_turn_config, with_paths
 
 
 def _by_name(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -48,6 +48,8 @@ def test_locomo_slice_every_system(locomo_slice: Conversation, eval_config: Base
         assert s["cost"]["entries_stored"] > 0
     raw = systems["raw-dense"]["cost"]
     assert raw["entries_stored"] == 58
+    shared = ("ingest_s", "entries_stored", "tokens_stored", "tokens_original")
+    assert [systems["raw-hybrid"]["cost"][k] for k in shared] == [raw[k] for k in shared]  # one shared ingest
     assert systems["raw-bm25"]["cost"]["tokens_stored"] == raw["tokens_stored"]
     per_question = json.loads((tmp_path / "out" / "per_question.json").read_text())
     for name in ("raw-dense", "raw-bm25", "raw-hybrid"):
@@ -125,3 +127,8 @@ def test_baselines_store_raw_turns_in_their_own_folder(eval_config: BaseMemoryCo
     moved = with_paths(eval_config, tmp_path / "d")
     assert moved.retrieve_strategy == eval_config.retrieve_strategy
     assert not math.isnan(moved.extract_threshold)
+
+
+def test_systems_differing_only_in_retrieval_share_one_ingest(eval_config: BaseMemoryConfigs) -> None:
+    groups = group_specs(build_specs(eval_config))
+    assert [[s.name for s in g] for g in groups] == [["default"], ["raw-dense", "raw-hybrid"], ["raw-bm25"]]
