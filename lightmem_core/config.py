@@ -90,6 +90,7 @@ class TopicSegmenterOptions(_Strict):
     similarity_start: float = Field(0.2, ge=-1.0, le=1.0)
     similarity_step: float = Field(0.05, gt=0.0)
     similarity_max: float = Field(0.5, ge=-1.0, le=1.0)
+    block_turns: int = Field(3, ge=1)
     sensory_buffer_tokens: int = Field(512, ge=16)
     model_name: str | None = None
     device_map: str = "auto"

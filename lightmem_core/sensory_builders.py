@@ -71,7 +71,7 @@ def _fine(config: BaseMemoryConfigs, embedder: Embedder) -> EmbeddingSegmenter:
     o = _segmenter_options(config).configs
     roles = config.extraction_roles
     anchors = ("user",) if "user" in roles else tuple(sorted(roles))
-    return EmbeddingSegmenter(embedder, o.similarity_start, o.similarity_step, o.similarity_max, anchors)
+    return EmbeddingSegmenter(embedder, o.similarity_start, o.similarity_step, o.similarity_max, anchors, o.block_turns)
 
 
 def embedding_segmenter(config: BaseMemoryConfigs, embedder: Embedder) -> Segmenter:

@@ -2,10 +2,10 @@
 
 Messages are grouped into turns without assuming user/assistant alternation: a turn starts at every
 message of an anchor role (``user`` by default) and takes the messages that follow until the next
-one, so system or tool messages and two user messages in a row are all handled. LightMem's fine
-boundaries: the cosine similarity of neighbouring turns is compared with a threshold that starts at
-``similarity_start`` and is raised by ``similarity_step`` (up to ``similarity_max``) until at least
-one boundary appears.
+one, so system or tool messages and two user messages in a row are all handled. Fine boundaries as
+in LightMem, a similarity threshold that starts at ``similarity_start`` and is raised by
+``similarity_step`` (up to ``similarity_max``) until a boundary appears, but over the similarity of
+blocks of neighbouring turns and at local minima only, so one off-hand turn does not cut a topic.
 """
 
 from __future__ import annotations
@@ -34,20 +34,34 @@ def turn_texts(messages: Sequence[Message], starts: Sequence[int]) -> list[str]:
     return ["\n".join(m.content for m in messages[a:b]) for a, b in zip(edges, edges[1:], strict=False)]
 
 
-def similarity_drops(
-    vectors: np.ndarray, start: float = 0.2, step: float = 0.05, maximum: float = 0.5
-) -> list[int]:
-    """Turn indices ``j`` (a topic starts at turn j) where ``cos(turn j-1, turn j)`` is under the threshold.
+def block_similarity(vectors: np.ndarray, block: int) -> np.ndarray:
+    """For each ``j`` in 1..n-1: cosine of the mean of the ``block`` turns before j and the ``block`` from j."""
+    unit = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+    out = np.empty(len(unit) - 1, dtype=np.float64)
+    for j in range(1, len(unit)):
+        left, right = unit[max(0, j - block) : j].mean(axis=0), unit[j : j + block].mean(axis=0)
+        out[j - 1] = float(left @ right) / max(float(np.linalg.norm(left) * np.linalg.norm(right)), 1e-12)
+    return out
 
-    The threshold rises from ``start`` by ``step`` until a boundary appears or it passes ``maximum``.
+
+def similarity_drops(
+    vectors: np.ndarray, start: float = 0.2, step: float = 0.05, maximum: float = 0.5, block: int = 3
+) -> list[int]:
+    """Turn indices ``j`` (a topic starts at turn j) where the similarity across j drops.
+
+    The similarity across j compares the ``block`` turns before j with the ``block`` turns from j
+    (single turns are too noisy: two questions on one topic often share few words). A drop is a
+    local minimum under the threshold, which rises from ``start`` by ``step`` until a boundary
+    appears or it passes ``maximum`` (LightMem's schedule).
     """
     if len(vectors) < 2:
         return []
-    unit = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
-    sims = np.sum(unit[1:] * unit[:-1], axis=1)
+    sims = block_similarity(vectors, max(1, block))
+    padded = np.concatenate(([np.inf], sims, [np.inf]))
+    minima = [k for k in range(len(sims)) if padded[k + 1] <= padded[k] and padded[k + 1] <= padded[k + 2]]
     threshold = start
     while threshold <= maximum + 1e-9:
-        found = [j + 1 for j, s in enumerate(sims) if s < threshold]
+        found = [k + 1 for k in minima if sims[k] < threshold]
         if found:
             return found
         threshold += step
@@ -64,9 +78,11 @@ class EmbeddingSegmenter:
         similarity_step: float = 0.05,
         similarity_max: float = 0.5,
         anchors: Sequence[str] = ("user",),
+        block_turns: int = 3,
     ) -> None:
         self.embedder = embedder
         self.start, self.step, self.maximum = similarity_start, similarity_step, similarity_max
+        self.block = block_turns
         self.anchors = tuple(anchors)
 
     def fine(self, messages: list[Message]) -> tuple[list[int], list[int]]:
@@ -75,7 +91,7 @@ class EmbeddingSegmenter:
         if len(starts) < 2:
             return starts, []
         vectors = np.asarray(self.embedder.embed(turn_texts(messages, starts)), dtype=np.float32)
-        return starts, similarity_drops(vectors, self.start, self.step, self.maximum)
+        return starts, similarity_drops(vectors, self.start, self.step, self.maximum, self.block)
 
     def boundaries(self, messages: list[Message]) -> list[int]:
         """Message indices where a new topic starts (always at a turn start)."""

@@ -11,28 +11,28 @@ from typing import Any
 import pytest
 
 COOKING = [
-    ("How long should I knead bread dough by hand?", "About ten minutes, until the dough is smooth and elastic."),
-    ("My sourdough starter smells like vinegar, is that normal?", "Yes, a sour smell means the starter is active; feed it flour and water."),
-    ("What oven temperature is best for roasting vegetables?", "Roast vegetables at around 220 degrees Celsius so they caramelise."),
-    ("How do I keep pasta from sticking together while it boils?", "Use plenty of boiling salted water and stir the pasta early."),
-    ("Can I use butter instead of olive oil to saute onions?", "Yes, butter gives the onions a sweeter flavour; keep the heat medium."),
-    ("How much salt goes into a pot of tomato sauce?", "Start with a teaspoon of salt and taste the sauce as it simmers."),
-    ("Why did my cake sink in the middle after baking?", "The cake was probably underbaked or the oven door was opened too early."),
-    ("What herbs go well with roast chicken?", "Thyme, rosemary and garlic are classic herbs for roast chicken."),
-    ("How do I make a creamy risotto without cream?", "Stir the rice often and add warm stock slowly; the starch makes it creamy."),
-    ("Should I rest a steak after cooking it?", "Rest the steak five minutes so the juices settle before slicing."),
+    ("Tonight I am cooking a lasagna for my family dinner.", "Lovely, a homemade lasagna recipe needs pasta sheets, meat sauce and bechamel."),
+    ("How long should the tomato meat sauce simmer for the lasagna?", "Simmer the bolognese sauce for at least an hour so the flavours deepen."),
+    ("Should I boil the lasagna pasta sheets before layering them?", "Fresh lasagna sheets can go straight in; dried pasta sheets cook better if boiled briefly."),
+    ("How do I make the bechamel sauce without lumps?", "Whisk the milk slowly into the butter and flour roux over low heat."),
+    ("Which cheese is best on top of the lasagna?", "Use mozzarella for melt and grated parmesan for a golden crust on the lasagna."),
+    ("How many layers of pasta, sauce and cheese should the lasagna have?", "Four layers of pasta sheets, meat sauce, bechamel and cheese work well in a deep dish."),
+    ("At what oven temperature do I bake the lasagna?", "Bake the lasagna at 180 degrees Celsius for about 45 minutes, covered with foil at first."),
+    ("How do I know the lasagna is cooked through?", "The lasagna is done when the sauce bubbles at the edges and the cheese is browned."),
+    ("Should the lasagna rest before I cut it?", "Let the baked lasagna rest 15 minutes so the layers of pasta and sauce set."),
+    ("Can I freeze the leftover lasagna for another dinner?", "Yes, wrap leftover lasagna portions tightly and freeze them for up to three months."),
 ]
 CAR_REPAIR = [
-    ("My car makes a grinding noise when I brake.", "Grinding usually means the brake pads are worn down to the metal."),
-    ("How do I check the engine oil level?", "Park on level ground, pull the dipstick, wipe it, reinsert and read the oil mark."),
-    ("The check engine light came on this morning.", "Read the fault code with an OBD2 scanner to see which sensor triggered it."),
-    ("My car battery keeps dying overnight.", "Something drains the battery; test the alternator and look for a parasitic draw."),
-    ("How often should I replace the spark plugs?", "Most spark plugs last 50,000 to 100,000 km depending on the engine."),
-    ("The steering wheel vibrates at highway speed.", "Vibration at speed often means the wheels need balancing or alignment."),
-    ("Can I change the car's air filter myself?", "Yes, open the filter box under the hood and swap in the new air filter."),
-    ("Coolant is leaking under the engine.", "Check the radiator hoses and the water pump for a coolant leak."),
-    ("My transmission slips when shifting gears.", "Low or burnt transmission fluid can make the gearbox slip."),
-    ("What tire pressure should my car have?", "Use the tire pressure printed on the sticker inside the driver's door."),
+    ("My car makes a grinding noise when I press the brake pedal.", "A grinding brake noise usually means the brake pads are worn down to the metal."),
+    ("Can I replace the brake pads on my car myself?", "Yes, replacing car brake pads is a common do-it-yourself repair with basic tools."),
+    ("What tools do I need to change the brake pads?", "You need a car jack, jack stands, a lug wrench, a socket set and a brake caliper tool."),
+    ("How do I take the wheel off to reach the brakes?", "Loosen the lug nuts, jack up the car, support it on stands and remove the wheel."),
+    ("How do I remove the brake caliper from the rotor?", "Undo the two caliper bolts and slide the brake caliper off the rotor, without hanging it by the brake hose."),
+    ("The brake rotor looks scored, should I replace it too?", "Deeply scored brake rotors should be replaced or resurfaced along with the new pads."),
+    ("How do I push the caliper piston back for the new brake pads?", "Compress the caliper piston with a C-clamp or piston tool so the thicker new pads fit."),
+    ("Do I need to bleed the brakes after changing the pads?", "Bleeding the brake fluid is only needed if you opened the brake hydraulic line."),
+    ("How tight should I torque the caliper bolts and lug nuts?", "Torque the caliper bolts and wheel lug nuts to the values in the car's service manual."),
+    ("How do I bed in the new brake pads after the repair?", "Drive and brake firmly several times from moderate speed to bed in the new pads on the rotors."),
 ]
 
 

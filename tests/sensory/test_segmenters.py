@@ -1,0 +1,70 @@
+"""Topic segmenters on a constructed two-topic conversation with the real MiniLM embedder."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from lightmem_core.compressors.llmlingua2 import LLMLingua2Compressor
+from lightmem_core.models import Message
+from lightmem_core.segmenters.embedding import EmbeddingSegmenter, turn_starts
+from lightmem_core.segmenters.llmlingua2 import LLMLingua2Segmenter
+from tests.sensory.conftest import CAR_REPAIR, COOKING, as_messages, conversation
+
+LAYERS = [3, 4, 5]  # MiniLM has 6 layers; LightMem's 8-11 are for the 12-layer LLMLingua-2 model
+
+
+def turn_of(messages: list[Message], index: int) -> int:
+    return sum(1 for i in turn_starts(messages) if i <= index) - 1
+
+
+@pytest.mark.parametrize("turns,truth", [(conversation(), 10), (CAR_REPAIR + COOKING, 10), (COOKING[:4] + CAR_REPAIR, 4)])
+def test_embedding_segmenter_finds_the_topic_change(minilm_embedder: Any, turns: list[Any], truth: int) -> None:
+    messages = as_messages(turns)
+    found = EmbeddingSegmenter(minilm_embedder).boundaries(messages)
+    assert len(found) == 1, found
+    assert abs(turn_of(messages, found[0]) - truth) <= 1
+    assert messages[found[0]].role == "user"  # cuts at a turn start
+
+
+def test_llmlingua2_segmenter_finds_the_topic_change(minilm_embedder: Any, attention_scorer: Any) -> None:
+    messages = as_messages(conversation())
+    segmenter = LLMLingua2Segmenter(attention_scorer, EmbeddingSegmenter(minilm_embedder), LAYERS)
+    found = segmenter.boundaries(messages)
+    assert found and all(abs(turn_of(messages, b) - 10) <= 1 for b in found), found
+    assert segmenter.model_passes == 1
+
+
+def test_shared_mode_reuses_the_compressors_forward_pass(minilm_embedder: Any, attention_scorer: Any) -> None:
+    messages = as_messages(conversation(), session_id="shared")
+    users = [m for m in messages if m.role == "user"]
+    calls: list[int] = []
+    hook = attention_scorer.model.register_forward_pre_hook(lambda *_: calls.append(1))
+    try:
+        compressor = LLMLingua2Compressor(attention_scorer, rate=0.5, shared_layers=LAYERS)
+        compressed = compressor.compress([m.content for m in users], ["u1/shared"] * len(users))
+        segmenter = LLMLingua2Segmenter(attention_scorer, EmbeddingSegmenter(minilm_embedder), LAYERS, shared=True)
+        found = segmenter.boundaries(messages)
+    finally:
+        hook.remove()
+    assert len(calls) == 1  # one forward pass compressed all turns and gave the attention
+    assert segmenter.model_passes == 0
+    assert all(r.tokens_after < r.tokens_before for r in compressed)
+    assert found and all(abs(turn_of(messages, b) - 10) <= 1 for b in found), found
+
+
+def test_turns_do_not_assume_alternation() -> None:
+    roles = ["system", "user", "user", "assistant", "tool", "assistant", "user"]
+    messages = [
+        Message(id=f"m{i}", user_id="u", session_id="s", turn_index=i, role=r, content=f"text {i}",
+                time_stamp="2025-01-10T10:00:00Z")
+        for i, r in enumerate(roles)
+    ]
+    assert turn_starts(messages) == [0, 1, 2, 6]
+    assert turn_starts([m for m in messages if m.role != "user"]) == [0, 1, 2, 3]  # no user: each message a turn
+
+
+def test_fewer_than_two_turns_gives_no_boundary(minilm_embedder: Any) -> None:
+    messages = as_messages(COOKING[:1])
+    assert EmbeddingSegmenter(minilm_embedder).boundaries(messages) == []
