@@ -27,12 +27,11 @@ STORE_TOUCHING = {"lightmem.update.user": "update"}
 
 def build_pipeline(settings: DistributedSettings) -> Pipeline:
     """The composition root: the one name→builder map of the distributed system, on ``lightmem_core.factory``."""
-    builders: dict[str, Callable[[BaseMemoryConfigs], Any]] = {"extractor": factory.build_extractor}
-    # The sensory-memory backends register here once lightmem_core ships their builders.
-    for role in ("compressor", "segmenter"):
-        builder = getattr(factory, f"build_{role}", None)
-        if builder is not None:
-            builders[role] = builder
+    builders: dict[str, Callable[[BaseMemoryConfigs], Any]] = {
+        "extractor": factory.build_extractor,
+        "compressor": factory.build_compressor,
+        "segmenter": factory.build_segmenter,  # loads its own embedder in the compress worker
+    }
     return Pipeline(settings, builders)
 
 

@@ -173,7 +173,7 @@ def update_user(pipe: Pipeline, payload: UpdatePayload) -> dict[str, int]:
     """The offline update of one user: extend the update queue, decide and apply, move the watermark."""
     s, c = pipe.settings, pipe.components
     queued = offline.build_queue(c, payload.user_id, s.update_top_k, s.update_keep_top_n)
-    counts = offline.apply_queue(c, payload.user_id, s.update_score_threshold)
+    counts = offline.apply_queue(c, payload.user_id, s.update_score_threshold, decider=pipe.decider)
     pipe.state.move_watermark(payload.user_id, payload.watermark)
     return {"queued": queued, **counts}
 

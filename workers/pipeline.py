@@ -22,6 +22,7 @@ from lightmem_core.extraction import Extractor
 from lightmem_core.factory import Components
 from lightmem_core.segmenters.base import Segmenter
 from lightmem_core.tokens import count_tokens
+from workers.ratelimit import RedisCallRecorder, RedisRateLimiter
 from workers.settings import DistributedSettings
 from workers.state import PipelineState
 
@@ -75,8 +76,28 @@ class Pipeline:
         return self._build("segmenter", self.config.topic_segment)  # type: ignore[no-any-return]
 
     @cached_property
+    def llm_client(self) -> Any:
+        """The LLM client stack with the Redis-shared rate limit and Redis accounting; ``None`` in verbatim mode."""
+        if self.config.memory_manager.model_name == "verbatim":
+            return None
+        s, opts = self.settings, self.config.memory_manager.configs
+        limiter = RedisRateLimiter(self.state.r, f"{s.key_prefix}:llm:window",
+                                   s.llm_requests_per_minute or opts.requests_per_minute,
+                                   s.llm_tokens_per_minute or opts.tokens_per_minute)
+        recorder = RedisCallRecorder(self.state.r, f"{s.key_prefix}:stats")
+        with self._lock:
+            return factory.build_llm_client(self.config, recorder=recorder, limiter=limiter)
+
+    @cached_property
     def extractor(self) -> Extractor:
-        return self._build("extractor", True)  # type: ignore[no-any-return]
+        if self.llm_client is None:
+            return self._build("extractor", True)  # type: ignore[no-any-return]
+        return factory.build_extractor(self.config, self.llm_client)
+
+    @cached_property
+    def decider(self) -> Any:
+        """The offline update's decider on the shared LLM stack; ``None``: exact duplicates only."""
+        return factory.build_decider(self.config, self.llm_client) if self.llm_client is not None else None
 
     @cached_property
     def components(self) -> Components:

@@ -2,7 +2,7 @@
 
 ``run_stage`` is the one place where errors become queue behaviour: a ``TransientError`` is retried
 (after its ``Retry-After`` when it has one, else with exponential backoff and jitter); any other
-``LightMemError`` is recorded as a failure with the reason and the raw payload (``lightmem status``),
+error (a ``LightMemError`` for bad data, or a bug) is recorded as a failure with the reason and the raw payload (``lightmem status``),
 then re-raised so the task shows as failed in Flower; other users' tasks go on.
 """
 
@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 from celery import Task
 
-from lightmem_core.errors import ExtractionParseError, LightMemError, TransientError
+from lightmem_core.errors import ExtractionParseError, TransientError
 from workers.app import app, get_pipeline
 from workers.messages import PayloadError
 
@@ -39,7 +39,7 @@ def run_stage(task: Task, raw: Any, user_id: str | None, stage: Callable[[], T],
         countdown = exc.retry_after_s if exc.retry_after_s is not None else backoff_s(task.request.retries,
                                                                                        settings.retry_backoff_max_s)
         raise task.retry(exc=exc, countdown=countdown, max_retries=settings.max_retries) from exc
-    except LightMemError as exc:
+    except Exception as exc:  # LightMemError: bad data; anything else: a bug. Either way, recorded
         raw_reply = exc.raw_reply if isinstance(exc, ExtractionParseError) else None
         payload = exc.raw if isinstance(exc, PayloadError) else raw
         get_pipeline().state.record_failure(str(task.name), user_id, f"{type(exc).__name__}: {exc}", payload,
