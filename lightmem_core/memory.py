@@ -8,11 +8,11 @@ Every public method holds one lock, so the object is safe to share between threa
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 from typing import Any
 
+from lightmem_core import batches
 from lightmem_core import update as offline
 from lightmem_core.config import BaseMemoryConfigs, configure_logging, parse_config
 from lightmem_core.errors import ExtractionParseError, InvalidInput, TransientError
@@ -27,13 +27,11 @@ from lightmem_core.stages import (
     count_message_tokens,
     cut_topics,
     extraction_tokens,
-    index_entries,
     split_sessions,
 )
 
 log = logging.getLogger(__name__)
 SHORT_TERM = "short_term"
-FAILED_EXTRACTION = "short_term_failed"  # segments of batches whose reply stayed invalid, kept for retry_failed
 
 
 class LightMemory:
@@ -148,65 +146,27 @@ class LightMemory:
         try:
             entries = self.components.extractor.extract([seg for _, seg in buffered])
         except ExtractionParseError as exc:
-            self._park_failed(user_id, buffered, exc)
+            batches.park_failed(self.components, user_id, SHORT_TERM, buffered, exc)
             return []
         except TransientError as exc:
             log.warning("extraction for user %s failed for now (%s); the buffer is kept for the next try", user_id, exc)
             return []
         return self._store_extracted(user_id, SHORT_TERM, buffered, entries)
 
-    def _park_failed(self, user_id: str, buffered: list[tuple[str, TopicSegment]], exc: ExtractionParseError) -> None:
-        """Keep a batch whose reply stayed invalid: its segments move aside and the failure is recorded."""
-        log.warning("extraction for user %s failed: %s; batch kept for retry_failed()", user_id, exc)
-        keys = [k for k, _ in buffered]
-        payload = {"buffer": FAILED_EXTRACTION, "segment_keys": keys,
-                   "message_ids": [m.id for _, s in buffered for m in s.messages]}
-        with self.history.transaction() as conn:
-            for key, seg in buffered:
-                self.history.buffer_put(conn, user_id, FAILED_EXTRACTION, key, seg.model_dump(mode="json"))
-            self.history.buffer_remove(conn, user_id, SHORT_TERM, keys)
-            self.history.record_failure(user_id, "extraction", payload, exc.raw_reply, str(exc))
-
     def retry_failed(self, user_id: str = "default") -> dict[str, int]:
         """Extract again every failed batch of ``user_id``; returns batches retried, still failed, entries stored."""
         with self._lock:
-            done = {"retried": 0, "still_failed": 0, "entries_stored": 0}
-            parked = dict(self.history.buffer_items(user_id, FAILED_EXTRACTION))
-            for failure in self.history.failures(user_id):
-                if failure["purpose"] != "extraction":
-                    continue
-                keys = [k for k in json.loads(failure["payload"]).get("segment_keys", []) if k in parked]
-                batch = [(k, TopicSegment.model_validate(parked[k])) for k in keys]
-                done["retried"] += 1
-                try:
-                    entries = self.components.extractor.extract([seg for _, seg in batch]) if batch else []
-                except ExtractionParseError as exc:
-                    with self.history.transaction() as conn:
-                        self.history.resolve_failure(conn, failure["id"])
-                    self._park_failed(user_id, batch, exc)
-                    done["still_failed"] += 1
-                    continue
-                done["entries_stored"] += len(self._store_extracted(user_id, FAILED_EXTRACTION, batch, entries))
-                with self.history.transaction() as conn:
-                    self.history.resolve_failure(conn, failure["id"])
-            return done
+            return batches.retry_failed(self.components, user_id, self._after_store)
 
     def _store_extracted(self, user_id: str, kind: str, buffered: list[tuple[str, TopicSegment]],
                          entries: list[MemoryEntry]) -> list[MemoryEntry]:
-        count = self.components.count_tokens
-        index_entries(entries, self.store, self.components.embedder, self.components.bm25)
-        # The buffer is cleared only now that its entries are stored.
-        with self.history.transaction() as conn:
-            for e in entries:
-                self.history.record_change(conn, e.id, user_id, "ADD", None, e.memory, "extracted")
-            self.history.buffer_remove(conn, user_id, kind, [k for k, _ in buffered])
-            self.history.set_message_state(conn, [m.id for _, s in buffered for m in s.messages], "extracted")
-            for scope in (user_id, GLOBAL_SCOPE):
-                self.history.add_to_counter(conn, scope, "entries_stored", len(entries))
-                self.history.add_to_counter(conn, scope, "tokens_stored", sum(count(e.memory) for e in entries))
+        batches.store_extracted(self.components, user_id, kind, buffered, entries)
+        self._after_store(entries)
+        return entries
+
+    def _after_store(self, entries: list[MemoryEntry]) -> None:
         if self.config.update == "online" and entries:
             self._online_update(entries)
-        return entries
 
     def _online_update(self, entries: list[MemoryEntry]) -> None:
         opts, c = self.config.memory_manager.configs, self.components

@@ -8,7 +8,8 @@ from collections.abc import Callable
 import pytest
 
 from lightmem_core import LightMemory
-from lightmem_core.memory import FAILED_EXTRACTION, SHORT_TERM
+from lightmem_core.batches import FAILED_EXTRACTION
+from lightmem_core.memory import SHORT_TERM
 from lightmem_core.tokens import count_tokens
 from tests.support.scripted_llm import ScriptedLLMServer, Step
 
