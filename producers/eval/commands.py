@@ -123,7 +123,7 @@ def run_command(args: argparse.Namespace) -> int:
     _set_torch_threads(args.torch_threads)
     report = evaluate(conversations, run)
     print((results_dir / "results.md").read_text(encoding="utf-8"))
-    print(f"results: {results_dir} ({report['wall_s']:.0f} s)")
+    print(f"results: {results_dir} (wall {report['wall_s']:.0f} s, CPU {report['cpu_s']:.0f} s)")
     return 0
 
 

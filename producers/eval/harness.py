@@ -76,7 +76,7 @@ def evaluate(conversations: Sequence[Conversation], run: EvalRun, embedder: Embe
     """Run every system, judge answers when an LLM is configured, write the result files; returns the report."""
     specs = build_specs(run.config, run.systems)  # bad system names or configs fail before any work
     answerer = Answerer(run.llm) if run.llm is not None else None
-    started, clock = datetime.now(tz=UTC), time.perf_counter()
+    started, clock, cpu = datetime.now(tz=UTC), time.perf_counter(), time.process_time()
     options = run.options
     chosen = list(conversations)[: options.limit_conversations] if options.limit_conversations else list(conversations)
     report: dict[str, Any] = {
@@ -94,6 +94,7 @@ def evaluate(conversations: Sequence[Conversation], run: EvalRun, embedder: Embe
         report["systems"].append(result.to_json())
         per_question[result.name] = result.per_question
         report["wall_s"] = time.perf_counter() - clock
+        report["cpu_s"] = time.process_time() - cpu
         report["goal"] = goal_check(report["systems"], options.ks)
         _write(report, per_question, run.results_dir)
 
@@ -105,6 +106,7 @@ def evaluate(conversations: Sequence[Conversation], run: EvalRun, embedder: Embe
         finally:
             answerer.close()
     report["wall_s"] = time.perf_counter() - clock
+    report["cpu_s"] = time.process_time() - cpu  # wall time depends on what else runs on the machine
     _write(report, per_question, run.results_dir)
     return report
 

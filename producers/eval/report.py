@@ -62,6 +62,11 @@ def markdown(report: dict[str, Any]) -> str:
                  _num(c.get("ingest_s")), _num(c.get("retrieval_p50_ms")), _num(c.get("retrieval_p95_ms"))]
         lines.append("| " + " | ".join(cells) + " |")
     out = ["\n".join(lines), "", _category_table(systems, 10 if 10 in ks else ks[-1])]
+    if "wall_s" in report:
+        inp = report.get("input", {})
+        out += ["", f"{inp.get('conversations', '?')} conversations, {inp.get('turns', '?')} turns, "
+                    f"{inp.get('questions_selected', '?')} questions; run wall {report['wall_s']:.0f} s, "
+                    f"CPU {report.get('cpu_s', math.nan):.0f} s."]
     if report.get("goal"):
         out += ["", _goal_line(report["goal"])]
     answers = report.get("answers")
