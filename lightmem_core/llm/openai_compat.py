@@ -87,7 +87,7 @@ class OpenAICompatClient:
             if exc.status_code == 429 or exc.status_code >= 500 or exc.status_code == 408:
                 raise TransientError(f"{self.backend}: HTTP {exc.status_code}",
                                      retry_after_s=retry_after_s(exc.response.headers)) from exc
-            raise LLMRequestError(f"{self.backend}: HTTP {exc.status_code}: {exc.message}") from exc
+            raise LLMRequestError(f"{self.backend}: HTTP {exc.status_code}: {self._redact(exc.message)}") from exc
         except (openai.OpenAIError, ValueError) as exc:  # a body that is not a completion, or not JSON at all
             raise TransientError(f"{self.backend}: unreadable reply: {type(exc).__name__}") from exc
         latency = time.perf_counter() - started
@@ -100,6 +100,12 @@ class OpenAICompatClient:
             return LLMReply(text, usage.prompt_tokens, usage.completion_tokens, latency, reply.model or self.model)
         return LLMReply(text, count_prompt_tokens(messages), count_tokens(text), latency, reply.model or self.model,
                         usage_reported=False)
+
+
+    def _redact(self, text: str) -> str:
+        # Error messages end up in logs and failure records; some servers echo the key back.
+        key = self.config.api_key
+        return text.replace(key, "***") if key else text
 
 
 def retry_after_s(headers: Any) -> float | None:

@@ -84,9 +84,10 @@ def test_attempts_run_out_with_a_transient_error(tmp_path: Path, llm_server: Scr
 
 def test_refusal_is_not_retried(tmp_path: Path, llm_server: ScriptedLLMServer) -> None:
     client, _ = _stack(tmp_path, llm_server)
-    llm_server.script(Step(status=401))
-    with pytest.raises(LLMRequestError, match="401"):
+    llm_server.script(Step(status=401, raw_body='{"error": {"message": "Incorrect API key provided: sk-test"}}'))
+    with pytest.raises(LLMRequestError, match="401") as caught:
         client.complete(PROMPT)
+    assert "sk-test" not in str(caught.value) and "***" in str(caught.value)
     assert len(llm_server.requests) == 1
 
 
