@@ -1,6 +1,6 @@
 """LLM clients: one OpenAI-compatible backend, and wrappers for retries, rate limits and accounting."""
 
-from lightmem_core.llm.base import CallTag, ChatMessage, LLMClient, LLMReply
+from lightmem_core.llm.base import CallTag, ChatMessage, LLMClient, LLMReply, ScriptedClient
 from lightmem_core.llm.ratelimit import InProcessRateLimiter, NoRateLimiter, RateLimiter
 
 __all__ = [
@@ -11,4 +11,5 @@ __all__ = [
     "LLMReply",
     "NoRateLimiter",
     "RateLimiter",
+    "ScriptedClient",
 ]
