@@ -40,7 +40,9 @@ def build_models(folder: Path) -> dict[str, str]:
     torch.manual_seed(0)
     tok = AutoTokenizer.from_pretrained(bundled_minilm_path())
     small = AutoModelForTokenClassification.from_pretrained(bundled_minilm_path(), num_labels=2)
-    base = BertForTokenClassification(BertConfig(vocab_size=len(tok), num_labels=2))  # bert-base: 12 × 768
+    config = BertConfig(vocab_size=len(tok))  # bert-base: 12 layers × 768
+    config.num_labels = 2
+    base = BertForTokenClassification(config)
     paths = {}
     for name, model in (("MiniLM-L6 (bundled weights, new head)", small), ("BERT-base size (random weights)", base)):
         path = folder / name.split()[0]

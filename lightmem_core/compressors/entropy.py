@@ -50,7 +50,7 @@ class EntropyCompressor:
         self.device = resolve_device(device)
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(model_path, local_files_only=True)
-            model = AutoModelForCausalLM.from_pretrained(
+            model: Any = AutoModelForCausalLM.from_pretrained(
                 model_path, local_files_only=True, dtype=torch.float16 if self.device.startswith("cuda") else torch.float32)
         except (OSError, ValueError, KeyError) as exc:
             raise ModelLoadError(f"cannot load a causal language model from {model_path}: {exc}") from exc
@@ -60,9 +60,10 @@ class EntropyCompressor:
         if len(tok) > int(model.config.vocab_size):
             raise ModelLoadError(f"{model_path}: the tokenizer has {len(tok)} tokens but the model's vocabulary has "
                                  f"{model.config.vocab_size}: tokenizer and model do not match")
-        self.prefix = next((t for t in (tok.bos_token_id, tok.cls_token_id, tok.eos_token_id) if t is not None), None)
-        if self.prefix is None:
+        prefix = next((t for t in (tok.bos_token_id, tok.cls_token_id, tok.eos_token_id) if t is not None), None)
+        if prefix is None:
             raise ModelLoadError(f"{model_path}: the tokenizer has no BOS, CLS or EOS token to start a text with")
+        self.prefix: int = int(prefix)
         self.model: Any = model.to(self.device).eval()
         positions = int(getattr(model.config, "max_position_embeddings", 0) or getattr(model.config, "n_positions", 1024))
         self.body = min(max_length or positions, positions) - 1
@@ -84,7 +85,7 @@ class EntropyCompressor:
         # Texts over the limit are passed through unscored (no words).
         ids = [list(x) if len(x) <= self.max_text_tokens else [] for x in enc["input_ids"]]
         offsets = [list(enc["offset_mapping"][i])[: len(x)] for i, x in enumerate(ids)]
-        starts = [word_starts(self.tokenizer.convert_ids_to_tokens(x), offsets[i], texts[i]) for i, x in enumerate(ids)]
+        starts = [word_starts(list(self.tokenizer.convert_ids_to_tokens(x)), offsets[i], texts[i]) for i, x in enumerate(ids)]
         surprisal = self._surprisal(ids, [np.cumsum(s).tolist() for s in starts])
         return [group_words(t, offsets[i], starts[i], surprisal[i], self.strategy) for i, t in enumerate(texts)]
 
@@ -94,7 +95,7 @@ class EntropyCompressor:
         out = [np.zeros(len(x), dtype=np.float32) for x in ids]
         chunks = [(i, a, b) for i, w in enumerate(word_ids) for a, b in chunk_spans(w, self.body)]
         chunks.sort(key=lambda c: c[1] - c[2])
-        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.prefix
+        pad = int(self.tokenizer.pad_token_id) if self.tokenizer.pad_token_id is not None else self.prefix
         for start in range(0, len(chunks), self.batch_size):
             batch = chunks[start : start + self.batch_size]
             width = 1 + max(b - a for _, a, b in batch)

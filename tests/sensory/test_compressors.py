@@ -73,16 +73,18 @@ def test_long_input_is_chunked_at_the_model_maximum(scorer: LinguaScorer) -> Non
     encoded = scorer.encode([text])[0]
     spans = chunk_spans(encoded.word_ids, scorer.body)
     assert len(spans) >= 3 and max(b - a for a, b in spans) <= scorer.body
-    widths: list[int] = []
-    hook = scorer.model.register_forward_pre_hook(lambda _m, _a, kw: widths.append(kw["input_ids"].shape[1]), with_kwargs=True)
+    shapes: list[tuple[int, int]] = []
+    hook = scorer.model.register_forward_pre_hook(
+        lambda _m, _a, kw: shapes.append(tuple(kw["input_ids"].shape)), with_kwargs=True)
     try:
         result = LLMLingua2Compressor(scorer, rate=0.5).compress([text])[0]
     finally:
         hook.remove()
-    assert widths and max(widths) <= 512
+    assert sum(rows for rows, _ in shapes) == len(spans)  # every chunk went through the model
+    assert max(width for _, width in shapes) <= 512
     kept = words_of(result.text)
-    assert abs(len(kept) / len(words_of(text)) - 0.5) <= 0.05  # the words of every chunk were scored
-    assert "tire" in " ".join(kept[len(kept) // 2 :]) or "transmission" in " ".join(kept[len(kept) // 2 :])
+    assert abs(len(kept) / len(words_of(text)) - 0.5) <= 0.05
+    assert is_subsequence(kept, words_of(text))
 
 
 ODD = {
@@ -125,8 +127,8 @@ def test_model_without_token_classification_head_fails_at_load(minilm_path: str)
 def test_mismatched_tokenizer_fails_at_load(tmp_path: Any, minilm_path: str) -> None:
     from transformers import AutoTokenizer, BertConfig, BertForTokenClassification
 
-    small = BertConfig(vocab_size=1000, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                       intermediate_size=64, num_labels=2)
+    small = BertConfig(vocab_size=1000, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64)
+    small.num_labels = 2
     BertForTokenClassification(small).save_pretrained(tmp_path)
     AutoTokenizer.from_pretrained(minilm_path).save_pretrained(tmp_path)
     with pytest.raises(ModelLoadError, match="do not match"):

@@ -58,7 +58,7 @@ def test_readme_configuration_runs_end_to_end(tmp_path: Path, lingua_path: str, 
         compressor, segmenter = memory.components.compressor, memory.components.segmenter
         assert isinstance(compressor, LLMLingua2Compressor) and isinstance(segmenter, LLMLingua2Segmenter)
         assert segmenter.scorer is compressor.scorer  # one model for both
-        session = {"timestamp": "2025-01-10", "turns": [[
+        session: dict[str, Any] = {"timestamp": "2025-01-10", "turns": [[
             {"role": "user", "content": "My favorite ice cream flavor is pistachio, and my dog's name is Rex."},
             {"role": "assistant", "content": "Got it. Pistachio is a great choice."}]]}
         for turn in session["turns"]:
