@@ -17,7 +17,7 @@ from typing import Any, Literal
 import numpy as np
 
 from lightmem_core.compressors.base import CompressionResult
-from lightmem_core.compressors.lingua_scorer import chunk_spans
+from lightmem_core.compressors.lingua_scorer import chunk_spans, to_device
 from lightmem_core.compressors.llmlingua2 import results
 from lightmem_core.compressors.selection import Word, check_rate
 from lightmem_core.config import DEFAULT_FORCE_TOKENS
@@ -64,7 +64,7 @@ class EntropyCompressor:
         if prefix is None:
             raise ModelLoadError(f"{model_path}: the tokenizer has no BOS, CLS or EOS token to start a text with")
         self.prefix: int = int(prefix)
-        self.model: Any = model.to(self.device).eval()
+        self.model: Any = to_device(model, self.device, model_path)
         positions = int(getattr(model.config, "max_position_embeddings", 0) or getattr(model.config, "n_positions", 1024))
         self.body = min(max_length or positions, positions) - 1
         self.batch_size = batch_size

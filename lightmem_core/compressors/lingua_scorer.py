@@ -68,7 +68,7 @@ class LinguaScorer:
         except (OSError, ValueError, KeyError) as exc:
             raise ModelLoadError(f"cannot load a token classifier from {model_path}: {exc}") from exc
         _check(model_path, model, info, self.tokenizer)
-        self.model: Any = model.to(self.device).eval()
+        self.model: Any = to_device(model, self.device, model_path)
         self.batch_size = batch_size
         self.attention = attention
         self.max_text_tokens = max_text_tokens
@@ -213,6 +213,14 @@ def to_words(e: Encoded, probs: np.ndarray) -> list[Word]:
             words.append(Word(min(s for s, _ in spans), max(t for _, t in spans), float(probs[k:j].mean())))
         k = j
     return words
+
+
+def to_device(model: Any, device: str, path: str) -> Any:
+    """Move a model to ``device`` in eval mode; an unusable device fails at load with ``ModelLoadError``."""
+    try:
+        return model.to(device).eval()
+    except (RuntimeError, AssertionError, ValueError) as exc:  # e.g. cuda asked for on a CPU-only torch
+        raise ModelLoadError(f"cannot put the model from {path} on device {device!r}: {exc}") from exc
 
 
 def _digest(text: str) -> str:

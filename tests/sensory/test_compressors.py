@@ -160,3 +160,12 @@ def test_rate_of_one_keeps_everything(compressors: dict[str, Any]) -> None:
             assert compressor.compress([text])[0].text == text
         finally:
             compressor.rate = before
+
+
+def test_unusable_device_fails_at_load(lingua_path: str) -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is present")
+    with pytest.raises(ModelLoadError, match="device 'cuda'"):
+        LinguaScorer(lingua_path, device="cuda")
