@@ -94,8 +94,8 @@ def llm_endpoint(args: argparse.Namespace, config: BaseMemoryConfigs) -> LLMEndp
     if args.llm_model:
         return LLMEndpoint(model=args.llm_model, base_url=args.llm_base_url, api_key=key, judge_model=args.judge_model)
     manager = config.memory_manager
-    if manager.model_name != "verbatim" and manager.configs.model:
-        c = manager.configs
+    c = manager.configs
+    if manager.model_name != "verbatim" and c.model:
         return LLMEndpoint(model=c.model, base_url=c.base_url, api_key=c.api_key or key, judge_model=args.judge_model,
                            timeout_s=c.timeout_s, max_concurrency=c.max_concurrency)
     return None

@@ -55,3 +55,22 @@ def test_unknown_dataset_is_refused_by_the_parser(capsys: pytest.CaptureFixture[
     with pytest.raises(SystemExit):
         main(["eval", "msc"])
     assert "invalid choice" in capsys.readouterr().err
+
+
+def test_llm_endpoint_from_flags_or_from_an_llm_memory_manager(monkeypatch: pytest.MonkeyPatch) -> None:
+    import argparse
+
+    from lightmem_core.config import parse_config
+    from producers.eval.commands import llm_endpoint
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    verbatim = parse_config({"memory_manager": {"model_name": "verbatim"}})
+    none = argparse.Namespace(llm_model=None, llm_base_url=None, judge_model=None)
+    assert llm_endpoint(none, verbatim) is None
+    flags = argparse.Namespace(llm_model="gpt-4o-mini", llm_base_url="http://h/v1", judge_model="gpt-4o")
+    ep = llm_endpoint(flags, verbatim)
+    assert ep is not None and (ep.model, ep.base_url, ep.api_key, ep.judge) == ("gpt-4o-mini", "http://h/v1", "sk-test", "gpt-4o")
+    llm = parse_config({"memory_manager": {"model_name": "deepseek",
+                                           "configs": {"model": "deepseek-chat", "deepseek_base_url": "http://d/v1"}}})
+    ep = llm_endpoint(none, llm)
+    assert ep is not None and (ep.model, ep.base_url, ep.judge) == ("deepseek-chat", "http://d/v1", "deepseek-chat")

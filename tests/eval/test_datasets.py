@@ -9,10 +9,10 @@ import pytest
 
 from lightmem_core.errors import InvalidInput
 from lightmem_core.ingest import normalize_messages
-from producers.datasets import Conversation, load_dataset, load_jsonl, load_locomo, load_longmemeval
+from producers.datasets import Conversation, Question, load_dataset, load_jsonl, load_locomo, load_longmemeval
 
 
-def _questions(convs: list[Conversation]) -> dict[str, object]:
+def _questions(convs: list[Conversation]) -> dict[str, Question]:
     return {q.question_id: q for c in convs for q in c.questions}
 
 
@@ -56,15 +56,15 @@ def test_locomo_quirks(locomo: list[Conversation]) -> None:
     # conv-26 has date keys for sessions 20–35 without turns: they are not sessions.
     assert len(conv26.sessions) == 19
     qs = _questions(locomo)
-    children = next(q for q in qs.values() if q.question == "How many children does Melanie have?")  # type: ignore[attr-defined]
+    children = next(q for q in qs.values() if q.question == "How many children does Melanie have?")
     assert children.answer == "3"  # a number in the file
-    assert all(isinstance(q.answer, str) for q in qs.values())  # type: ignore[attr-defined]
-    without = [q for q in qs.values() if not q.evidence_ids and not q.dangling_evidence]  # type: ignore[attr-defined]
+    assert all(isinstance(q.answer, str) for q in qs.values())
+    without = [q for q in qs.values() if not q.evidence_ids and not q.dangling_evidence]
     assert len(without) == 4
-    dangling = sorted(d for q in qs.values() for d in q.dangling_evidence)  # type: ignore[attr-defined]
+    dangling = sorted(d for q in qs.values() for d in q.dangling_evidence)
     assert dangling == ["D", "conv-42:D10:19", "conv-47:D4:36"]
-    adversarial = [q for q in qs.values() if q.category == "5"]  # type: ignore[attr-defined]
-    assert len(adversarial) == 446 and all(q.adversarial_answer for q in adversarial)  # type: ignore[attr-defined]
+    adversarial = [q for q in qs.values() if q.category == "5"]
+    assert len(adversarial) == 446 and all(q.adversarial_answer for q in adversarial)
 
 
 def test_locomo_malformed_evidence_ids_are_normalised(locomo: list[Conversation]) -> None:
