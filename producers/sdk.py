@@ -112,7 +112,8 @@ class MemoryProducer:
         return {
             "backlog": backlog,
             "buffered_turns": sum(b["turns"] for b in buffers.values()),
-            "buffered_users": sorted(u for u, b in buffers.items() if b["segments"] or b["batch_id"]),
+            "buffered_users": sorted(u for u, b in buffers.items() if b["segments"] or b["batches"]),
+            "batches_in_flight": sum(b["batches"] for b in buffers.values()),
             "in_flight": sum(b["inflight"] for b in buffers.values()),
             "failures": int(st.stats().get("failures", 0)),
             "recent_failures": st.failures(10),

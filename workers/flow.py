@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from lightmem_core import update as offline
-from lightmem_core.errors import LightMemError
+from lightmem_core.errors import LightMemError, TransientError
 from lightmem_core.history import GLOBAL_SCOPE
 from lightmem_core.models import MemoryEntry, Message, TopicSegment
 from lightmem_core.stages import (
@@ -79,7 +79,7 @@ def should_drain(pipe: Pipeline, user_id: str) -> bool:
     is still in the compress queue, so that input enqueued out of order is still applied in time order;
     or when it passes the size limit regardless."""
     info = pipe.state.buffer_info(user_id)
-    if not info["segments"] or info["batch_id"]:
+    if not info["segments"]:
         return False
     if info["tokens"] >= pipe.settings.max_buffer_tokens:
         return True
@@ -88,20 +88,31 @@ def should_drain(pipe: Pipeline, user_id: str) -> bool:
 
 
 # --- extract ----------------------------------------------------------------------------------------
-def drain_user(pipe: Pipeline, user_id: str, force: bool, owner: str) -> StorePayload | None:
-    """Take the user's buffered segments (or the batch this task took in a previous run) and extract."""
+def drain_user(pipe: Pipeline, user_id: str, force: bool, owner: str, send: Send) -> StorePayload | None:
+    """Take the user's next batch (or the one this task took in a previous run) and extract entries.
+
+    Several batches of one user may be in flight at once: when more than one batch is ready, the
+    next drain is sent before this one calls the LLM, so their waits overlap.
+    """
     st = pipe.state
     if force:
         st.request_flush(user_id)
     with st.lock(user_id):
-        info = st.buffer_info(user_id)
-        if not info["batch_id"] and not should_drain(pipe, user_id):
-            return None
-        batch = st.take_batch(user_id, owner, pipe.settings.visibility_timeout_s)
+        batch = st.take_batch(user_id, owner, pipe.settings.visibility_timeout_s,
+                              pipe.config.short_term_threshold_tokens, ready=should_drain(pipe, user_id))
+        more = batch is not None and should_drain(pipe, user_id)
     if batch is None:
         return None
+    if more:
+        send(DRAIN, {"v": 1, "user_id": user_id})
     segments = [TopicSegment.model_validate(s) for s in batch["segments"]]
-    entries = pipe.extractor.extract(segments)
+    try:
+        entries = pipe.extractor.extract(segments)
+    except TransientError:
+        raise  # retried with the same task id: it takes this batch again
+    except LightMemError as exc:
+        st.fail_batch(user_id, batch["batch_id"], f"{type(exc).__name__}: {exc}")
+        raise
     return StorePayload(user_id=user_id, batch_id=batch["batch_id"], entries=entries, segments=segments,
                         tracking=batch["tracking"])
 
@@ -114,15 +125,14 @@ def store_batch(pipe: Pipeline, payload: StorePayload, send: Send) -> int:
     index_entries(entries, c.store, c.embedder, c.bm25)
     messages = [m for s in payload.segments for m in s.messages]
     stats = _batch_stats(pipe, messages, entries)
+    newest = max((e.created_at.timestamp() for e in entries), default=0.0)
     with c.history.transaction() as conn:
         c.history.save_messages(conn, messages)
-        for e in entries:
-            c.history.record_change(conn, e.id, e.user_id, "ADD", None, e.memory, "extracted")
         c.history.set_message_state(conn, [m.id for m in messages], "extracted")
-    newest = max((e.created_at.timestamp() for e in entries), default=0.0)
-    first_time = pipe.state.finish_batch(payload.user_id, payload.batch_id, payload.tracking, stats, newest)
-    if first_time:
-        with c.history.transaction() as conn:
+        # Counted once: a re-run of a stored batch finds it finished (the history commits after Redis).
+        if pipe.state.finish_batch(payload.user_id, payload.batch_id, payload.tracking, stats, newest):
+            for e in entries:
+                c.history.record_change(conn, e.id, e.user_id, "ADD", None, e.memory, "extracted")
             for scope in (payload.user_id, GLOBAL_SCOPE):
                 for name, value in stats.items():
                     c.history.add_to_counter(conn, scope, name, value)

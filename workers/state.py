@@ -1,13 +1,14 @@
-"""Per-user pipeline state in Redis: ordered buffers, the in-flight batch, locks, tracking, failures.
+"""Per-user pipeline state in Redis: ordered buffers, batches in flight, locks, tracking, failures.
 
 Keys (``P`` is ``key_prefix``; ``{user}`` is a hash tag so one user's keys share a cluster slot):
 
 - ``P:u:{user}:order``   sorted set, score 0, members sort as (session time, turn index): buffered segments
 - ``P:u:{user}:pending`` hash member → segment JSON
 - ``P:u:{user}:seen``    set of message ids ever buffered: appends are idempotent
-- ``P:u:{user}:meta``    hash: buffered ``tokens`` and ``turns``, ``last_append``, ``flush`` flag, ``batch_id``
+- ``P:u:{user}:meta``    hash: buffered ``tokens`` and ``turns``, ``last_append``, ``flush`` flag
 - ``P:u:{user}:inflight`` sorted set (by queue time) of tracking ids queued but not yet buffered (drains wait for them)
-- ``P:u:{user}:batch``   the batch being extracted and stored; re-used as is when a task runs again
+- ``P:u:{user}:batches`` hash batch id → batch being extracted and stored (several may be in flight);
+  a task that runs again takes its own batch again; ``P:u:{user}:failed`` batches that failed for good
 - ``P:u:{user}:topic``   topic id counter; ``P:u:{user}:lock`` the user's lock (expires)
 - ``P:track:<id>`` hash, ``P:track:<id>:done`` set; ``P:failures`` list; ``P:users`` set;
   ``P:entries_ts`` / ``P:update_wm`` / ``P:updates`` hashes user → newest entry, update watermark, runs;
@@ -44,14 +45,10 @@ redis.call('HSET', KEYS[4], 'last_append', ARGV[5])
 return 1
 """
 
-# Clear the batch only if it is still the one just stored (a re-run may have stored it already).
+# Clear a stored batch once: a re-run that stored it again finds it gone.
 _FINISH = """
-if redis.call('HGET', KEYS[1], 'batch_id') ~= ARGV[1] then return 0 end
-redis.call('HDEL', KEYS[1], 'batch_id')
-redis.call('DEL', KEYS[2])
-return 1
+return redis.call('HDEL', KEYS[1], ARGV[1])
 """
-
 
 def order_member(segment_messages: list[Message]) -> str:
     """A member that sorts as the segment's (session time, turn index), unique by its first message id."""
@@ -117,7 +114,7 @@ class PipelineState:
         """Buffer one topic segment (messages of one session); ``None`` when it was buffered before."""
         user_id = segment[0].user_id
         member = order_member(segment)
-        data = json.dumps({"tracking_id": tracking_id, "session_id": segment[0].session_id,
+        data = json.dumps({"tracking_id": tracking_id, "session_id": segment[0].session_id, "tokens": tokens,
                            "messages": [m.model_dump(mode="json") for m in segment]})
         keys = [self.k(user_id, n) for n in ("seen", "pending", "order", "meta")]
         added = self._append(keys=keys, args=[member, data, tokens, len(segment), time.time(), *[m.id for m in segment]])
@@ -144,52 +141,59 @@ class PipelineState:
             "segments": self.r.zcard(self.k(user_id, "order")),
             # Queued input older than the visibility timeout was lost with its producer: stop waiting for it.
             "inflight": self.r.zcount(self.k(user_id, "inflight"), time.time() - self.inflight_ttl_s, "+inf"),
-            "flush": meta.get("flush") == "1", "batch_id": meta.get("batch_id"),
+            "flush": meta.get("flush") == "1", "batches": self.r.hlen(self.k(user_id, "batches")),
             "last_append": float(meta.get("last_append", 0.0)),
         }
 
-    def take_batch(self, user_id: str, owner: str, stale_s: float) -> dict[str, Any] | None:
-        """The user's batch: the one in flight when ``owner`` took it before (a re-run of the same task)
-        or it is older than ``stale_s``, else a new one of every buffered segment, in order.
+    def take_batch(self, user_id: str, owner: str, stale_s: float, threshold_tokens: int,
+                   ready: bool = True) -> dict[str, Any] | None:
+        """The user's next batch, in (session time, turn index) order.
 
-        Topic ids are given here, in (session time, turn index) order, and kept with the batch, so a
-        re-run extracts exactly the same segments with the same ids. Call under the user's lock.
+        A re-run of the task that took the batch (``owner``), or a batch older than ``stale_s``, gets
+        the batch in flight again. Otherwise buffered segments are taken as ``LightMemory`` would
+        extract them: whole sessions, up to the first session after which the batch holds at least
+        ``threshold_tokens`` (or all, when fewer: the drain then runs only for a flush), when ``ready``
+        (the caller's drain condition). Topic ids are given here and
+        kept with the batch, so a re-run extracts the same segments with the same ids. Call under the
+        user's lock.
         """
-        raw = self.r.get(self.k(user_id, "batch"))
-        if raw is not None:
+        for raw in self.r.hvals(self.k(user_id, "batches")):
             batch = dict(json.loads(raw))
             if batch.get("owner") == owner or time.time() - float(batch.get("taken_at", 0)) > stale_s:
+                batch["owner"], batch["taken_at"] = owner, time.time()
+                self.r.hset(self.k(user_id, "batches"), batch["batch_id"], json.dumps(batch))
                 return batch
-            return None  # another task has it in flight; storing it triggers the next drain
         members = [m.decode() for m in self.r.zrange(self.k(user_id, "order"), 0, -1)]
-        if not members:
+        if not members or not ready:
             return None
         drafts = [json.loads(d) for d in self.r.hmget(self.k(user_id, "pending"), members)]
-        last = self.r.incrby(self.k(user_id, "topic"), len(members))
-        first_topic = int(last) - len(members) + 1
+        count = _prefix_len(drafts, threshold_tokens)
+        members, drafts = members[:count], drafts[:count]
+        last = self.r.incrby(self.k(user_id, "topic"), count)
+        first_topic = int(last) - count + 1
         segments = [
             TopicSegment(user_id=user_id, session_id=d["session_id"], topic_id=first_topic + i,
                          messages=[Message.model_validate(m) for m in d["messages"]]).model_dump(mode="json")
             for i, d in enumerate(drafts)
         ]
         batch = {"batch_id": uuid.uuid4().hex, "owner": owner, "taken_at": time.time(), "segments": segments,
-                 "tracking": {m: d["tracking_id"] for m, d in zip(members, drafts, strict=True)},
-                 "turns": sum(len(d["messages"]) for d in drafts)}
+                 "tracking": {m: d["tracking_id"] for m, d in zip(members, drafts, strict=True)}}
         meta = self.k(user_id, "meta")
         pipe = self.r.pipeline(transaction=True)
-        pipe.set(self.k(user_id, "batch"), json.dumps(batch))
-        # Every buffered segment moves into the batch; appends wait for the same lock, so none is missed.
-        pipe.hset(meta, mapping={"batch_id": batch["batch_id"], "tokens": 0, "turns": 0})
+        pipe.hset(self.k(user_id, "batches"), batch["batch_id"], json.dumps(batch))
+        pipe.hincrby(meta, "tokens", -sum(int(d.get("tokens", 0)) for d in drafts))
+        pipe.hincrby(meta, "turns", -sum(len(d["messages"]) for d in drafts))
         pipe.hdel(self.k(user_id, "pending"), *members)
         pipe.zrem(self.k(user_id, "order"), *members)
-        pipe.hdel(meta, "flush")
+        if count == self.r.zcard(self.k(user_id, "order")):  # everything taken: the flush is done
+            pipe.hdel(meta, "flush")
         pipe.execute()
         return batch
 
     def finish_batch(self, user_id: str, batch_id: str, tracking: dict[str, str], stats: dict[str, float],
                      newest_entry_ts: float) -> bool:
         """Clear the stored batch; count it once. ``False`` when a previous run already did."""
-        if not self._finish(keys=[self.k(user_id, "meta"), self.k(user_id, "batch")], args=[batch_id]):
+        if not self._finish(keys=[self.k(user_id, "batches")], args=[batch_id]):
             return False
         pipe = self.r.pipeline()
         for member, tracking_id in tracking.items():
@@ -204,9 +208,18 @@ class PipelineState:
             self._maybe_indexed(tracking_id)
         return True
 
-    def drop_batch(self, user_id: str, batch_id: str) -> None:
-        """Give up a batch that failed for good (it is kept in the failure record)."""
-        self._finish(keys=[self.k(user_id, "meta"), self.k(user_id, "batch")], args=[batch_id])
+    def fail_batch(self, user_id: str, batch_id: str, reason: str) -> None:
+        """Keep a batch that failed for good under ``failed`` (with the reason); it leaves the flight."""
+        raw = self.r.hget(self.k(user_id, "batches"), batch_id)
+        if raw is None:
+            return
+        batch = dict(json.loads(raw), reason=reason, failed_at=time.time())
+        pipe = self.r.pipeline(transaction=True)
+        pipe.hset(self.k(user_id, "failed"), batch_id, json.dumps(batch))
+        pipe.hdel(self.k(user_id, "batches"), batch_id)
+        for tracking_id in set(batch["tracking"].values()):
+            pipe.hset(f"{self.p}:track:{tracking_id}", mapping={"state": "failed", "reason": reason})
+        pipe.execute()
 
     def _maybe_indexed(self, tracking_id: str) -> None:
         key = f"{self.p}:track:{tracking_id}"
@@ -271,3 +284,14 @@ class PipelineState:
 
     def stats(self) -> dict[str, float]:
         return {k.decode(): float(v) for k, v in self.r.hgetall(f"{self.p}:stats").items()}
+
+
+def _prefix_len(drafts: list[dict[str, Any]], threshold_tokens: int) -> int:
+    """How many leading segments make whole sessions holding at least ``threshold_tokens`` (all, if fewer)."""
+    total = 0
+    for i, draft in enumerate(drafts):
+        total += int(draft.get("tokens", 0))
+        next_session = drafts[i + 1]["session_id"] if i + 1 < len(drafts) else None
+        if total >= threshold_tokens and next_session != draft["session_id"]:
+            return i + 1
+    return len(drafts)

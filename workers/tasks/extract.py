@@ -18,7 +18,7 @@ def drain(self: Task, raw: Any) -> int:
 
     def stage() -> int:
         pipe, payload = get_pipeline(), decode(DrainPayload, raw)
-        batch = flow.drain_user(pipe, payload.user_id, payload.force, owner=str(self.request.id))
+        batch = flow.drain_user(pipe, payload.user_id, payload.force, str(self.request.id), send)
         if batch is None:
             return 0
         if pipe.settings.embedded_store:
