@@ -1,17 +1,24 @@
 """Answer generation from retrieved memories and an LLM judge, through any OpenAI-compatible endpoint.
 
-Runs only when an endpoint is configured. A failed call (after the client's own retries) or a judge
-reply without a label is counted, with its reason, and never stops the run.
+Calls go through ``lightmem_core.llm`` (``OpenAICompatClient`` wrapped in ``RetryingClient``: backoff
+on 429/5xx/timeouts, bounded concurrency). Runs only when an endpoint is configured. A call that still
+fails, or a judge reply without a label, is counted with its reason and never stops the run.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+from lightmem_core.config import LLMConfig
+from lightmem_core.errors import LightMemError
+from lightmem_core.llm.base import CallTag, ChatMessage, LLMClient
+from lightmem_core.llm.openai_compat import OpenAICompatClient
+from lightmem_core.llm.retry import RetryingClient
 from producers.eval.metrics import mean
 from producers.eval.prompts import ANSWER_VERSION, JUDGE_VERSION, parse_label, render_answer, render_judge
 from producers.eval.runner import Retrieval
@@ -38,26 +45,28 @@ class LLMEndpoint:
 
 
 class Answerer:
-    """Generates an answer for each retrieval and asks the judge to label it."""
+    """Generates an answer for each retrieval and asks the judge to label it.
 
-    def __init__(self, endpoint: LLMEndpoint) -> None:
-        from openai import OpenAI
+    ``answer_client``/``judge_client`` replace the HTTP clients (any ``LLMClient``, e.g. a fake).
+    """
 
+    def __init__(self, endpoint: LLMEndpoint, answer_client: LLMClient | None = None,
+                 judge_client: LLMClient | None = None) -> None:
         self.endpoint = endpoint
-        self._client = OpenAI(base_url=endpoint.base_url, api_key=endpoint.api_key or "not-needed",
-                              timeout=endpoint.timeout_s, max_retries=endpoint.max_retries)
+        self._answer = answer_client or _client(endpoint, endpoint.model, endpoint.answer_max_tokens)
+        self._judge = judge_client or _client(endpoint, endpoint.judge, 32)
+        self._lock = threading.Lock()
         self.calls = 0
         self.prompt_tokens = 0
         self.completion_tokens = 0
 
-    def _chat(self, model: str, messages: list[dict[str, str]], max_tokens: int) -> str:
-        reply = self._client.chat.completions.create(model=model, messages=messages, temperature=0.0,  # type: ignore[arg-type]
-                                                     max_tokens=max_tokens)
-        self.calls += 1
-        if reply.usage is not None:
-            self.prompt_tokens += reply.usage.prompt_tokens
-            self.completion_tokens += reply.usage.completion_tokens
-        return reply.choices[0].message.content or ""
+    def _chat(self, client: LLMClient, messages: list[ChatMessage], purpose: str) -> str:
+        reply = client.complete(messages, tag=CallTag(purpose=purpose))
+        with self._lock:
+            self.calls += 1
+            self.prompt_tokens += reply.prompt_tokens
+            self.completion_tokens += reply.completion_tokens
+        return reply.text
 
     def one(self, r: Retrieval) -> dict[str, Any]:
         """Answer and judge one question; failures become a ``failure`` field, never an exception."""
@@ -65,10 +74,9 @@ class Answerer:
         item: dict[str, Any] = {"question_id": q.question_id, "category": q.category, "gold": q.answer}
         try:
             when = q.question_time.isoformat() if q.question_time else None
-            item["answer"] = self._chat(self.endpoint.model, render_answer(q.question, r.memories, when),
-                                        self.endpoint.answer_max_tokens)
-            reply = self._chat(self.endpoint.judge, render_judge(q.question, q.answer, item["answer"]), 32)
-        except Exception as exc:  # any client error is counted for this item, the run goes on
+            item["answer"] = self._chat(self._answer, render_answer(q.question, r.memories, when), "eval_answer")
+            reply = self._chat(self._judge, render_judge(q.question, q.answer, item["answer"]), "eval_judge")
+        except LightMemError as exc:  # counted for this item, the run goes on
             item["failure"] = f"{type(exc).__name__}: {exc}"
             return item
         label = parse_label(reply)
@@ -78,9 +86,6 @@ class Answerer:
             item["label"] = label
         return item
 
-    def close(self) -> None:
-        self._client.close()
-
     def run(self, retrievals: Sequence[Retrieval]) -> dict[str, Any]:
         """Answer and judge every retrieval; accuracy overall and per category."""
         with ThreadPoolExecutor(max_workers=self.endpoint.max_concurrency) as pool:
@@ -88,6 +93,13 @@ class Answerer:
         return summarize_answers(items) | {
             "llm_calls": self.calls, "prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
         }
+
+
+def _client(endpoint: LLMEndpoint, model: str, max_tokens: int) -> LLMClient:
+    config = LLMConfig(model=model, base_url=endpoint.base_url, api_key=endpoint.api_key or "not-needed",
+                       timeout_s=endpoint.timeout_s, max_tokens=max_tokens)
+    return RetryingClient(OpenAICompatClient("openai", config), max_retries=endpoint.max_retries,
+                          max_concurrency=endpoint.max_concurrency)
 
 
 def summarize_answers(items: list[dict[str, Any]]) -> dict[str, Any]:

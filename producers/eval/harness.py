@@ -101,10 +101,7 @@ def evaluate(conversations: Sequence[Conversation], run: EvalRun, embedder: Embe
     with tempfile.TemporaryDirectory(prefix="lightmem-eval-") as work:
         results = run_eval(chosen, specs, Path(work), embedder, options, on_system_done=done)
     if answerer is not None:
-        try:
-            report["answers"] = _judge(answerer, results)
-        finally:
-            answerer.close()
+        report["answers"] = _judge(answerer, results)
     report["wall_s"] = time.perf_counter() - clock
     report["cpu_s"] = time.process_time() - cpu  # wall time depends on what else runs on the machine
     _write(report, per_question, run.results_dir)

@@ -10,13 +10,15 @@ import json
 import re
 from typing import Literal
 
+from lightmem_core.llm.base import ChatMessage
+
 ANSWER_VERSION = "answer-v1"
 JUDGE_VERSION = "judge-v1"
 Label = Literal["CORRECT", "WRONG"]
 _LABEL = re.compile(r"\b(CORRECT|WRONG)\b")
 
 
-def render_answer(question: str, memories: list[str], question_time: str | None = None) -> list[dict[str, str]]:
+def render_answer(question: str, memories: list[str], question_time: str | None = None) -> list[ChatMessage]:
     """Chat messages asking for a short answer grounded only in ``memories``."""
     shown = "\n".join(f"- {m}" for m in memories) or "(no memories found)"
     when = f"\nThe question is asked on {question_time}." if question_time else ""
@@ -30,7 +32,7 @@ def render_answer(question: str, memories: list[str], question_time: str | None 
     ]
 
 
-def render_judge(question: str, gold: str, generated: str) -> list[dict[str, str]]:
+def render_judge(question: str, gold: str, generated: str) -> list[ChatMessage]:
     """Chat messages asking for ``{"label": "CORRECT" | "WRONG"}``."""
     return [
         {"role": "system", "content": (

@@ -14,10 +14,10 @@ from producers.eval.answering import Answerer, LLMEndpoint
 from producers.eval.harness import EvalRun, evaluate
 from producers.eval.prompts import parse_label
 from producers.eval.runner import EvalOptions, Retrieval
-from tests.eval.llm_server import scripted_llm
+from tests.support.scripted_llm import ScriptedLLMServer, Step
 
 
-def _reply(messages: list[dict[str, str]]) -> str:
+def _reply(messages: list[dict[str, str]]) -> str | None:
     system, user = messages[0]["content"], messages[-1]["content"]
     if system.startswith("Label"):
         if "Generated answer: Miso" in user:
@@ -43,19 +43,17 @@ def test_answer_and_judge_with_retry_and_counted_failures() -> None:
         Retrieval(Question("q2", "Where does my sister live?", "Oslo", "4", ["m2"]), "u", [], 0.0),
         Retrieval(Question("q3", "Where was I born?", "Paris", "1", ["m3"]), "u", [], 0.0),
     ]
-    with scripted_llm(_reply, fail_first=1) as server:
-        answerer = Answerer(LLMEndpoint(model="scripted", base_url=server["base_url"], judge_model="judge", max_concurrency=1))
-        try:
-            result = answerer.run(retrievals)
-        finally:
-            answerer.close()
-        requests = server["requests"]
+    with ScriptedLLMServer(responder=lambda body: _reply(body["messages"])) as server:
+        server.script(Step(status=500))
+        answerer = Answerer(LLMEndpoint(model="scripted", base_url=server.base_url, judge_model="judge", max_concurrency=1))
+        result = answerer.run(retrievals)
+        requests = list(server.requests)
     assert result["judged"] == 2 and result["judge_failures"] == 1
     assert result["accuracy"] == 0.5
     assert result["accuracy_by_category"] == {"1": 0.0, "4": 1.0}
     assert "without a label" in next(i for i in result["items"] if i["question_id"] == "q2")["failure"]
-    assert result["llm_calls"] == 6 and result["prompt_tokens"] == 60
-    assert len(requests) == 7  # one scripted 500, retried by the client
+    assert result["llm_calls"] == 6 and result["prompt_tokens"] > 0 and result["completion_tokens"] > 0
+    assert len(requests) == 7  # one scripted 500, retried by RetryingClient
     assert {r["model"] for r in requests} == {"scripted", "judge"}
     assert "I adopted Miso." in requests[1]["messages"][-1]["content"]
 
@@ -63,12 +61,9 @@ def test_answer_and_judge_with_retry_and_counted_failures() -> None:
 def test_unreachable_endpoint_is_counted_not_raised() -> None:
     retrieval = Retrieval(Question("q1", "Q?", "A", "4", ["m1"]), "u", [], 0.0)
     answerer = Answerer(LLMEndpoint(model="m", base_url="http://127.0.0.1:9/v1", timeout_s=2, max_retries=0))
-    try:
-        result = answerer.run([retrieval])
-    finally:
-        answerer.close()
+    result = answerer.run([retrieval])
     assert result["judged"] == 0 and result["judge_failures"] == 1
-    assert "Connection" in result["items"][0]["failure"]
+    assert "TransientError: openai: connection failed" in result["items"][0]["failure"]
 
 
 def test_evaluate_judges_the_default_pipeline(eval_config: BaseMemoryConfigs, tmp_path: Path) -> None:
@@ -76,9 +71,9 @@ def test_evaluate_judges_the_default_pipeline(eval_config: BaseMemoryConfigs, tm
         {"role": "user", "content": "I adopted a cat called Miso.", "time_stamp": "2025-01-10T08:00:00Z", "id": "u1:1"},
     ])
     conv = Conversation("u1", [session], [Question("q1", "What is my cat called?", "Miso", "4", ["u1:1"])])
-    with scripted_llm(_reply) as server:
+    with ScriptedLLMServer(responder=lambda body: _reply(body["messages"])) as server:
         run = EvalRun("locomo", eval_config, tmp_path, options=EvalOptions(ks=(1,), progress=False),
-                      systems=("default", "raw-bm25"), llm=LLMEndpoint(model="scripted", base_url=server["base_url"]))
+                      systems=("default", "raw-bm25"), llm=LLMEndpoint(model="scripted", base_url=server.base_url))
         report = evaluate([conv], run, embedder=HashingEmbedder(384))
     answers = report["answers"]
     assert answers["answer_model"] == answers["judge_model"] == "scripted"
