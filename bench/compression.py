@@ -13,6 +13,7 @@ On a CUDA device the section also sweeps batch sizes 1, 8, 32 and 128.
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 from pathlib import Path
 
@@ -86,7 +87,9 @@ def run(messages: int = 256) -> str:
                 lines.extend(_gpu_sweep(path, texts, name))
     wordfreq = WordfreqEntropyCompressor(rate=RATE)
     wf_rate = sum(map(count_tokens, texts)) / timed(lambda: wordfreq.compress(texts))
-    lines += ["", f"Model-free `entropy_compress` (wordfreq, the embedded default): {wf_rate:,.0f} tokens/s on CPU."]
+    lines += ["", f"Model-free `entropy_compress` (wordfreq, the embedded default): {wf_rate:,.0f} tokens/s on CPU.",
+              "", f"_{os.cpu_count()} CPU cores, load average {os.getloadavg()[0]:.1f} at the end of the run "
+              "(other processes share the machine: absolute figures are noisy, the ratios less so)._"]
     return "\n".join(lines)
 
 
