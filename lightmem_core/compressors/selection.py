@@ -56,7 +56,7 @@ def select(words: Sequence[Word], text: str, rate: float, force_tokens: Sequence
 def render(text: str, words: Sequence[Word], keep: Sequence[bool]) -> str:
     """The kept words in their original order, joined as in the original text.
 
-    Two kept words are joined by a newline when a newline lies between them in the original, by a
+    Two kept words are joined by the newlines that lie between them in the original, else by a
     space when anything else (whitespace, dropped words) does, and directly when they were adjacent (``word,``).
     """
     parts: list[str] = []
@@ -67,7 +67,7 @@ def render(text: str, words: Sequence[Word], keep: Sequence[bool]) -> str:
         if prev_end is not None:
             gap = text[prev_end : word.start]
             if "\n" in gap:
-                parts.append("\n")
+                parts.append("\n" * gap.count("\n"))
             elif gap:
                 parts.append(" ")
         parts.append(text[word.start : word.end])
