@@ -22,7 +22,7 @@ import numpy as np
 
 from lightmem_core.compressors.selection import Word
 from lightmem_core.devices import resolve_device
-from lightmem_core.errors import ModelLoadError
+from lightmem_core.errors import ConfigError, ModelLoadError
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +111,8 @@ class LinguaScorer:
         Also returns, for each text, the attention it pays to the text before it (LightMem's
         sentence-level attention), or ``None`` where the two did not share a window.
         """
+        if not self.attention:
+            raise ConfigError("score_packed reads attention: load the LinguaScorer with attention=True")
         encoded = self.encode(texts)
         windows = pack(encoded, groups, self.body)
         probs, neighbour = self._run(encoded, windows, layers=[la for la in layers if la < self.num_layers] or [-1])

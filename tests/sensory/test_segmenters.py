@@ -68,3 +68,10 @@ def test_turns_do_not_assume_alternation() -> None:
 def test_fewer_than_two_turns_gives_no_boundary(minilm_embedder: Any) -> None:
     messages = as_messages(COOKING[:1])
     assert EmbeddingSegmenter(minilm_embedder).boundaries(messages) == []
+
+
+def test_packed_scoring_needs_a_scorer_loaded_with_attention(scorer: Any) -> None:
+    from lightmem_core.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="attention=True"):
+        scorer.score_packed(["a", "b"], ["g", "g"], LAYERS)
