@@ -26,6 +26,7 @@ from lightmem_core.embedders.huggingface import bundled_minilm_path
 from lightmem_core.tokens import count_tokens
 
 RATE = 0.6
+REPEATS = 3
 
 
 def build_models(folder: Path) -> dict[str, str]:
@@ -70,7 +71,7 @@ def run(messages: int = 256) -> str:
         "### Compression (`python -m bench.compression`)",
         "",
         f"LLMLingua-2 scoring on {device}, {len(texts)} LoCoMo turns ({sum(map(count_tokens, texts))} cl100k tokens), "
-        f"rate {RATE}, batch size 32; one by one = one `compress_batch` call per message. "
+        f"rate {RATE}, batch size 32; one by one = one `compress_batch` call per message; best of {REPEATS} alternating runs. "
         "Weights are stand-ins (throughput does not depend on their values).",
         "",
         "| model | batched tokens/s | one by one tokens/s | speed-up |",
@@ -80,8 +81,10 @@ def run(messages: int = 256) -> str:
         for name, path in build_models(Path(tmp)).items():
             scorer = LinguaScorer(path, device=device, batch_size=32)
             compress_batch(scorer, texts[:64], [RATE] * 64)  # warm-up
-            single = throughput(scorer, texts[: max(32, len(texts) // 4)], batched=False)
-            batched = throughput(scorer, texts, batched=True)
+            single = batched = 0.0
+            for _ in range(REPEATS):  # alternate and keep the best: other processes share the cores
+                single = max(single, throughput(scorer, texts[: max(32, len(texts) // 5)], batched=False))
+                batched = max(batched, throughput(scorer, texts, batched=True))
             lines.append(f"| {name} | {batched:,.0f} | {single:,.0f} | **{batched / single:.1f}×** |")
             if device.startswith("cuda"):
                 lines.extend(_gpu_sweep(path, texts, name))
