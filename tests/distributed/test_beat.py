@@ -50,11 +50,10 @@ def test_beat_updates_only_users_with_new_entries(cluster: Cluster, beat: None) 
     runs = _wait_runs(cluster, {"beat-a": 1, "beat-b": 1})
     assert runs.get("beat-a") == 1 and runs.get("beat-b") == 1, cluster.procs.log("beat")[-2000:]
 
-    _index(cluster, "beat-a", _session(2, "I moved to Porto in April."))  # an exact duplicate, newer
+    _index(cluster, "beat-a", _session(2, "We found a flat near the river in Porto."))
     runs = _wait_runs(cluster, {"beat-a": 2})
     time.sleep(4)  # more ticks pass: nothing new for either user
     runs = cluster.producer.state.update_runs()
     assert runs["beat-a"] == 2
     assert runs["beat-b"] == 1
-    left = cluster.producer.entries("beat-a")
-    assert [e["session_id"] for e in left] == ["d2"]  # the offline update merged the older duplicate into it
+    assert len(cluster.producer.entries("beat-a")) == 2  # the scripted LLM decides "ignore"
