@@ -75,7 +75,8 @@ class PipelineState:
 
     def lock(self, user_id: str) -> AbstractContextManager[Any]:
         """The user's lock; it expires after ``lock_timeout_s`` so a dead worker never blocks the user."""
-        return self.r.lock(self.k(user_id, "lock"), timeout=self.lock_timeout_s, blocking_timeout=self.lock_timeout_s)
+        return self.r.lock(self.k(user_id, "lock"), timeout=self.lock_timeout_s,
+                           blocking_timeout=2 * self.lock_timeout_s)
 
     # --- producer side ----------------------------------------------------------------------------
     def track_queued(self, pipe: Any, tracking_id: str, user_id: str, session_id: str, turns: int) -> None:
@@ -128,7 +129,7 @@ class PipelineState:
             pipe.hset(key, mapping={"state": "failed", "reason": failed})
         elif members:
             pipe.hset(key, mapping={"state": "buffered", "segments": len(members)})
-        else:
+        elif self.r.hget(key, "state") in (None, b"queued"):  # a second delivery must not undo the first
             pipe.hset(key, mapping={"state": "indexed", "segments": 0, "note": "nothing new: every message was known"})
         pipe.zrem(self.k(user_id, "inflight"), tracking_id)
         pipe.execute()

@@ -1,0 +1,100 @@
+"""Per-user state and the shared LLM rate limit against the real Redis server."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import redis
+
+from lightmem_core.models import Message
+from tests.distributed.conftest import Cluster
+from workers.launch import LocalCluster
+from workers.ratelimit import RedisRateLimiter
+from workers.state import PipelineState
+
+pytestmark = pytest.mark.integration
+
+
+def _client(redis_cluster: LocalCluster) -> redis.Redis:
+    return redis.Redis.from_url(redis_cluster.redis_url)
+
+
+def test_a_dead_workers_lock_expires(redis_cluster: LocalCluster) -> None:
+    client = _client(redis_cluster)
+    state = PipelineState(client, prefix=f"lock{time.time_ns()}", lock_timeout_s=1.0)
+    dead = state.lock("u1")
+    assert dead.acquire(blocking=False)  # taken and never released, as by a killed worker
+    start = time.monotonic()
+    with state.lock("u1"):
+        waited = time.monotonic() - start
+    assert 0.5 < waited < 5
+    client.close()
+
+
+def test_appends_are_idempotent_and_ordered_by_time_then_turn(redis_cluster: LocalCluster) -> None:
+    client = _client(redis_cluster)
+    state = PipelineState(client, prefix=f"order{time.time_ns()}")
+
+    def msg(session: str, day: int, turn: int) -> Message:
+        return Message(id=f"{session}-{turn}", user_id="u", session_id=session, turn_index=turn, role="user",
+                       content="x", time_stamp=f"2025-01-{day:02d}T00:00:00Z")
+
+    late, early = [msg("b", 9, 0), msg("b", 9, 1)], [msg("a", 2, 0)]
+    assert state.append("t1", late, 5) is not None
+    assert state.append("t1", late, 5) is None  # the same segment again: nothing added
+    assert state.append("t2", early, 3) is not None
+    assert state.buffer_info("u")["tokens"] == 8
+    batch = state.take_batch("u", owner="task-1", stale_s=60, threshold_tokens=1)
+    assert batch is not None
+    assert [s["session_id"] for s in batch["segments"]] == ["a"]  # the earlier session first, alone
+    again = state.take_batch("u", owner="task-1", stale_s=60, threshold_tokens=1)
+    assert again is not None and again["batch_id"] == batch["batch_id"]  # a re-run takes its own batch
+    nxt = state.take_batch("u", owner="task-2", stale_s=60, threshold_tokens=1)
+    assert nxt is not None and [s["topic_id"] for s in nxt["segments"]] == [2]
+    assert state.finish_batch("u", batch["batch_id"], batch["tracking"], {}, 0.0)
+    assert not state.finish_batch("u", batch["batch_id"], batch["tracking"], {}, 0.0)  # counted once
+    client.close()
+
+
+def test_rate_limit_is_shared_through_redis(redis_cluster: LocalCluster) -> None:
+    client = _client(redis_cluster)
+    key = f"rl{time.time_ns()}"
+    waits: list[float] = []
+
+    def fake_sleep(s: float) -> None:
+        waits.append(s)
+        client.delete(key)  # as if the minute had passed
+
+    first = RedisRateLimiter(client, key, requests_per_minute=2, sleep=fake_sleep)
+    second = RedisRateLimiter(client, key, requests_per_minute=2, sleep=fake_sleep)  # another worker
+    first.acquire(10)
+    second.acquire(10)
+    assert waits == []
+    first.acquire(10)  # the third request in the minute, whichever worker sends it, waits
+    assert len(waits) == 1 and waits[0] > 0
+    client.delete(key)
+    waits.clear()
+    tokens = RedisRateLimiter(client, key, tokens_per_minute=100, sleep=fake_sleep)
+    tokens.acquire(80)
+    tokens.acquire(30)  # 80 + 30 > 100 tokens in the minute
+    assert len(waits) == 1
+    client.close()
+
+
+def test_a_task_delivered_twice_leaves_one_result(cluster: Cluster) -> None:
+    from producers.sdk import _session_item
+    from workers.messages import CompressPayload, encode
+
+    item = _session_item("twice-user", {"session_id": "t", "time_stamp": "2025-06-01T10:00:00Z",
+                                        "turns": [{"role": "user", "content": "My favourite tea is sencha."}]}, None)
+    pipe = cluster.producer.state.r.pipeline()
+    cluster.producer.state.track_queued(pipe, item.tracking_id, item.user_id, item.session_id, 1)
+    pipe.execute()
+    payload = encode(CompressPayload(sessions=[item]))
+    for _ in range(2):
+        cluster.producer.app.send_task("lightmem.compress.sessions", args=[payload])
+    cluster.producer.flush("twice-user")
+    assert cluster.producer.wait_indexed([item.tracking_id], timeout_s=60) == {item.tracking_id: "indexed"}
+    time.sleep(1)
+    assert len(cluster.producer.entries("twice-user")) == 1
