@@ -28,7 +28,7 @@ class PayloadError(LightMemError):
 class _Payload(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    v: Literal[1] = VERSION
+    v: Literal[1] = 1  # VERSION
 
 
 class SessionItem(BaseModel):

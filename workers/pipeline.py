@@ -69,11 +69,11 @@ class Pipeline:
 
     @cached_property
     def compressor(self) -> Compressor | None:
-        return self._build("compressor", self.config.pre_compress)  # type: ignore[no-any-return]
+        return self._build("compressor", self.config.pre_compress)
 
     @cached_property
     def segmenter(self) -> Segmenter | None:
-        return self._build("segmenter", self.config.topic_segment)  # type: ignore[no-any-return]
+        return self._build("segmenter", self.config.topic_segment)
 
     @cached_property
     def llm_client(self) -> Any:
@@ -91,7 +91,7 @@ class Pipeline:
     @cached_property
     def extractor(self) -> Extractor:
         if self.llm_client is None:
-            return self._build("extractor", True)  # type: ignore[no-any-return]
+            return self._build("extractor", True)
         return factory.build_extractor(self.config, self.llm_client)
 
     @cached_property

@@ -50,6 +50,10 @@ _FINISH = """
 return redis.call('HDEL', KEYS[1], ARGV[1])
 """
 
+def _s(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
 def order_member(segment_messages: list[Message]) -> str:
     """A member that sorts as the segment's (session time, turn index), unique by its first message id."""
     first = segment_messages[0]
@@ -98,7 +102,7 @@ class PipelineState:
         self.r.hset(self.k(user_id, "meta"), "flush", 1)
 
     def tracking(self, tracking_id: str) -> dict[str, str]:
-        data = {k.decode(): v.decode() for k, v in self.r.hgetall(f"{self.p}:track:{tracking_id}").items()}
+        data = {_s(k): _s(v) for k, v in self.r.hgetall(f"{self.p}:track:{tracking_id}").items()}
         if data and data.get("state") == "buffered":
             done = self.r.scard(f"{self.p}:track:{tracking_id}:done")
             data["segments_stored"] = str(done)
@@ -136,7 +140,7 @@ class PipelineState:
 
     # --- drain side -------------------------------------------------------------------------------
     def buffer_info(self, user_id: str) -> dict[str, Any]:
-        meta = {k.decode(): v.decode() for k, v in self.r.hgetall(self.k(user_id, "meta")).items()}
+        meta = {_s(k): _s(v) for k, v in self.r.hgetall(self.k(user_id, "meta")).items()}
         return {
             "tokens": int(meta.get("tokens", 0)), "turns": int(meta.get("turns", 0)),
             "segments": self.r.zcard(self.k(user_id, "order")),
@@ -164,10 +168,10 @@ class PipelineState:
                 batch["owner"], batch["taken_at"] = owner, time.time()
                 self.r.hset(self.k(user_id, "batches"), batch["batch_id"], json.dumps(batch))
                 return batch
-        members = [m.decode() for m in self.r.zrange(self.k(user_id, "order"), 0, -1)]
+        members = [_s(m) for m in self.r.zrange(self.k(user_id, "order"), 0, -1)]
         if not members or not ready:
             return None
-        drafts = [json.loads(d) for d in self.r.hmget(self.k(user_id, "pending"), members)]
+        drafts = [json.loads(_s(d)) for d in self.r.hmget(self.k(user_id, "pending"), members)]
         count = _prefix_len(drafts, threshold_tokens)
         members, drafts = members[:count], drafts[:count]
         last = self.r.incrby(self.k(user_id, "topic"), count)
@@ -234,9 +238,9 @@ class PipelineState:
 
     def users_with_new_entries(self) -> dict[str, float]:
         """Users whose newest stored entry is past their update watermark, with that newest time."""
-        newest = {k.decode(): float(v) for k, v in self.r.hgetall(f"{self.p}:entries_ts").items()}
-        marks = {k.decode(): float(v) for k, v in self.r.hgetall(f"{self.p}:update_wm").items()}
-        sent = {k.decode(): float(v) for k, v in self.r.hgetall(f"{self.p}:update_sent").items()}
+        newest = {_s(k): float(v) for k, v in self.r.hgetall(f"{self.p}:entries_ts").items()}
+        marks = {_s(k): float(v) for k, v in self.r.hgetall(f"{self.p}:update_wm").items()}
+        sent = {_s(k): float(v) for k, v in self.r.hgetall(f"{self.p}:update_sent").items()}
         # An update already queued for the same newest entry is not queued again on the next tick.
         return {u: ts for u, ts in sorted(newest.items()) if ts > marks.get(u, -1.0) and ts != sent.get(u)}
 
@@ -250,14 +254,14 @@ class PipelineState:
         pipe.execute()
 
     def update_runs(self) -> dict[str, int]:
-        return {k.decode(): int(v) for k, v in self.r.hgetall(f"{self.p}:updates").items()}
+        return {_s(k): int(v) for k, v in self.r.hgetall(f"{self.p}:updates").items()}
 
     def idle_users(self, idle_s: float, now: float | None = None) -> list[str]:
         """Users with buffered segments and no append for ``idle_s`` seconds."""
         now = now if now is not None else time.time()
         out = []
         for raw in self.r.smembers(f"{self.p}:users"):
-            user = raw.decode()
+            user = _s(raw)
             info = self.buffer_info(user)
             if info["segments"] and now - info["last_append"] >= idle_s:
                 out.append(user)
@@ -281,10 +285,10 @@ class PipelineState:
         return [json.loads(x) for x in self.r.lrange(f"{self.p}:failures", 0, limit - 1)]
 
     def users(self) -> list[str]:
-        return sorted(u.decode() for u in self.r.smembers(f"{self.p}:users"))
+        return sorted(_s(u) for u in self.r.smembers(f"{self.p}:users"))
 
     def stats(self) -> dict[str, float]:
-        return {k.decode(): float(v) for k, v in self.r.hgetall(f"{self.p}:stats").items()}
+        return {_s(k): float(v) for k, v in self.r.hgetall(f"{self.p}:stats").items()}
 
 
 def _prefix_len(drafts: list[dict[str, Any]], threshold_tokens: int) -> int:
