@@ -113,6 +113,10 @@ def _update(args: argparse.Namespace) -> int:
 
 
 def stats_table(stats: dict[str, float], llm: dict[str, float]) -> list[tuple[str, float]]:
+    """``lightmem stats`` rows; LLM figures from the workers' Redis counters, else from the history."""
+    if stats.get("llm_calls"):
+        llm = {"calls": stats["llm_calls"], "prompt_tokens": stats.get("llm_prompt_tokens", 0.0),
+               "completion_tokens": stats.get("llm_completion_tokens", 0.0)}
     turns = stats.get("messages_in", 0.0)
     original = stats.get("tokens_original", 0.0)
     per_k = 1000.0 / turns if turns else 0.0
