@@ -98,3 +98,26 @@ def test_a_task_delivered_twice_leaves_one_result(cluster: Cluster) -> None:
     assert cluster.producer.wait_indexed([item.tracking_id], timeout_s=60) == {item.tracking_id: "indexed"}
     time.sleep(1)
     assert len(cluster.producer.entries("twice-user")) == 1
+
+
+def test_idle_buffers_are_flushed(cluster: Cluster) -> None:
+    """A buffer below the threshold, never flushed by its producer, is drained by the idle flush
+    (``lightmem.update.flush_idle``, which beat runs every ``idle_check_s``)."""
+    from workers import flow
+    from workers.app import build_pipeline
+
+    tracking_id = cluster.producer.enqueue_session("idle-user", {
+        "session_id": "i1", "time_stamp": "2025-07-01T10:00:00Z",
+        "turns": [{"role": "user", "content": "I keep my spare key under the blue flowerpot."}]})
+    deadline = time.monotonic() + 30
+    while cluster.producer.status(tracking_id)["state"] != "buffered" and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert cluster.producer.status(tracking_id)["state"] == "buffered"  # below the threshold: it waits
+    pipe = build_pipeline(cluster.settings_with(idle_flush_s=0.1))
+
+    def send(name: str, payload: dict[str, object]) -> None:
+        cluster.producer.app.send_task(name, args=[payload])
+
+    assert "idle-user" in flow.flush_idle(pipe, send)
+    assert cluster.producer.wait_indexed([tracking_id], timeout_s=60) == {tracking_id: "indexed"}
+    pipe.state.r.close()
