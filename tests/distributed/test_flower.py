@@ -80,7 +80,7 @@ def test_flower_lists_workers_and_finished_tasks(cluster: Cluster, flower: str) 
     assert any("DrainPayload" in str(t.get("exception")) and "user_id" in str(t.get("exception")) for t in failed)
 
 
-def test_flower_page_loads_in_headless_chromium(flower: str, artifacts: Path) -> None:
+def test_flower_page_loads_in_headless_chromium(flower: str, artifacts: Path, tmp_path: Path) -> None:
     browser = shutil.which("chromium") or shutil.which("chromium-browser")
     if browser is None:
         if os.environ.get("CI"):
@@ -90,7 +90,7 @@ def test_flower_page_loads_in_headless_chromium(flower: str, artifacts: Path) ->
     shot.unlink(missing_ok=True)
     page = flower.replace("http://", f"http://{AUTH[0]}:{AUTH[1]}@") + "/workers"
     common = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-              "--hide-scrollbars", "--window-size=1400,900", f"--user-data-dir={artifacts / '.chromium'}"]
+              "--hide-scrollbars", "--window-size=1400,900", f"--user-data-dir={tmp_path / 'chromium'}"]
     dom = subprocess.run([*common, "--virtual-time-budget=5000", "--dump-dom", page], capture_output=True, text=True,
                          timeout=120)
     assert "compress@" in dom.stdout, dom.stderr[-2000:]

@@ -126,3 +126,13 @@ def test_bad_payload_is_failed_with_its_reason_and_other_users_go_on(cluster: Cl
     assert "PayloadError" in failures[0]["reason"] and "v" in failures[0]["reason"]
     assert failures[0]["payload"] == bad  # the raw payload is kept
     assert len(cluster.producer.entries("good-user")) == 2
+
+
+def test_command_line_status_search_and_stats(cluster: Cluster, locomo_indexed: list[Any]) -> None:
+    user = locomo_indexed[0].user_id
+    found = _cli(cluster, "search", user, "LGBTQ support group", "--limit", "3").stdout.splitlines()
+    assert len(found) == 3 and any("support group" in line for line in found)
+    status = _cli(cluster, "status").stdout
+    assert '"backlog"' in status and '"failures"' in status
+    stats = _cli(cluster, "stats").stdout
+    assert "compression ratio" in stats and "LLM calls per 1,000 turns" in stats
