@@ -23,6 +23,7 @@ from lightmem_core.stages import (
     index_entries,
     split_sessions,
 )
+from workers import metrics
 from workers.messages import CompressPayload, SearchPayload, SessionItem, StorePayload, UpdatePayload, encode
 from workers.pipeline import Pipeline
 
@@ -131,6 +132,7 @@ def store_batch(pipe: Pipeline, payload: StorePayload, send: Send) -> int:
         c.history.set_message_state(conn, [m.id for m in messages], "extracted")
         # Counted once: a re-run of a stored batch finds it finished (the history commits after Redis).
         if pipe.state.finish_batch(payload.user_id, payload.batch_id, payload.tracking, stats, newest):
+            metrics.observe_batch(stats)
             for e in entries:
                 c.history.record_change(conn, e.id, e.user_id, "ADD", None, e.memory, "extracted")
             for scope in (payload.user_id, GLOBAL_SCOPE):

@@ -99,12 +99,14 @@ class LocalCluster:
         self.env["LIGHTMEM_REDIS_URL"] = self.redis_url
         return self.redis_url
 
-    def start(self, name: str, argv: list[str]) -> subprocess.Popen[bytes]:
-        return self._spawn(name, argv)
+    def start(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+        """Start a process with the cluster's environment (plus ``env``), logging to ``log_dir/name.log``."""
+        return self._spawn(name, argv, env)
 
-    def _spawn(self, name: str, argv: list[str]) -> subprocess.Popen[bytes]:
+    def _spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
         log = open(self.log_dir / f"{name}.log", "ab")  # noqa: SIM115 - the child keeps it
-        proc = subprocess.Popen(argv, cwd=os.getcwd(), env=self.env, stdout=log, stderr=subprocess.STDOUT,
+        proc = subprocess.Popen(argv, cwd=os.getcwd(), env={**self.env, **(env or {})}, stdout=log,
+                                stderr=subprocess.STDOUT,
                                 start_new_session=True)  # own group: Ctrl-C reaches us, we stop them in order
         log.close()
         self.procs[name] = proc

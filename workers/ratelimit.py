@@ -14,6 +14,8 @@ from collections.abc import Callable
 
 import redis
 
+from workers import metrics
+
 # KEYS[1]: window (sorted set: member "id:tokens", score = send time in s); ARGV: rpm, tpm, tokens, id.
 # Returns 0 when the request was admitted, else how many seconds to wait before asking again.
 _ACQUIRE = """
@@ -67,6 +69,9 @@ class RedisCallRecorder:
     def record_llm_call(self, user_id: str | None, session_id: str | None, purpose: str, model: str | None,
                         prompt_tokens: int, completion_tokens: int, latency_s: float, outcome: str,
                         error: str | None = None) -> None:
+        metrics.LLM_CALLS.labels(purpose, outcome).inc()
+        metrics.LLM_TOKENS.labels("prompt").inc(prompt_tokens)
+        metrics.LLM_TOKENS.labels("completion").inc(completion_tokens)
         pipe = self.r.pipeline()
         pipe.hincrbyfloat(self.key, "llm_calls", 1)
         pipe.hincrbyfloat(self.key, f"llm_calls_{purpose}", 1)

@@ -54,6 +54,7 @@ class DistributedSettings(Settings):
     flower_address: str = "127.0.0.1"
     flower_basic_auth: str | None = None  # "user:password[,user2:password2]"
     qdrant_url: str | None = None
+    metrics_port: int = Field(0, ge=0, le=65535)  # Prometheus /metrics of this process; 0: off
     qdrant_api_key: str | None = None
 
     @model_validator(mode="after")

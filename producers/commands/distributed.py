@@ -37,6 +37,7 @@ def register(subparsers: Any) -> None:
     worker.add_argument("role", choices=ROLES)
     worker.add_argument("--concurrency", type=int, default=None)
     worker.add_argument("--name", default=None, help="worker node name (default: the role)")
+    worker.add_argument("--metrics-port", type=int, default=None, help="serve Prometheus /metrics on this port")
     worker.set_defaults(func=_worker)
     beat = subparsers.add_parser("beat", help="start the scheduler: nightly update, idle-buffer flush")
     beat.add_argument("--schedule-file", default=None, help="where beat keeps its state")
@@ -164,6 +165,8 @@ def _worker(args: argparse.Namespace) -> int:
     from workers.launch import process_argv
     from workers.settings import get_settings
 
+    if args.metrics_port is not None:
+        os.environ["LIGHTMEM_METRICS_PORT"] = str(args.metrics_port)
     return _exec(process_argv(args.role, get_settings(), name=args.name, concurrency=args.concurrency))
 
 

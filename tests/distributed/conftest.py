@@ -32,6 +32,7 @@ class Cluster:
     settings: Any
     producer: Any
     workdir: Path
+    metrics_ports: dict[str, int]
 
     def settings_with(self, **overrides: Any) -> Any:
         from workers.settings import DistributedSettings
@@ -97,12 +98,14 @@ def cluster(redis_cluster: LocalCluster) -> Iterator[Cluster]:
     saved = dict(os.environ)
     os.environ.update(redis_cluster.env)  # the test process reads the same settings as the workers
     settings = DistributedSettings()
+    metrics_ports = {role: free_port() for role in ROLES}
     for role in ROLES:
-        redis_cluster.start(role, process_argv(role, settings, concurrency=4 if role == "extract" else None))
+        redis_cluster.start(role, process_argv(role, settings, concurrency=4 if role == "extract" else None),
+                            env={"LIGHTMEM_METRICS_PORT": str(metrics_ports[role])})
     producer = MemoryProducer(settings)
     try:
         wait_for_workers(producer.app, list(ROLES), timeout_s=90)
-        yield Cluster(redis_cluster, redis_cluster.env, settings, producer, redis_cluster.workdir)
+        yield Cluster(redis_cluster, redis_cluster.env, settings, producer, redis_cluster.workdir, metrics_ports)
     except BaseException:
         for role in ROLES:
             print(f"--- {role} log ---\n{redis_cluster.log(role)[-3000:]}")

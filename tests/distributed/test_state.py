@@ -121,3 +121,19 @@ def test_idle_buffers_are_flushed(cluster: Cluster) -> None:
     assert "idle-user" in flow.flush_idle(pipe, send)
     assert cluster.producer.wait_indexed([tracking_id], timeout_s=60) == {tracking_id: "indexed"}
     pipe.state.r.close()
+
+
+def test_workers_serve_prometheus_metrics(cluster: Cluster) -> None:
+    import httpx
+
+    tracking_id = cluster.producer.enqueue_session("metrics-user", {
+        "session_id": "m1", "time_stamp": "2025-08-01T10:00:00Z",
+        "turns": [{"role": "user", "content": "I run the Lisbon half marathon every March."}]})
+    cluster.producer.flush("metrics-user")
+    assert cluster.producer.wait_indexed([tracking_id], timeout_s=60) == {tracking_id: "indexed"}
+    store = httpx.get(f"http://127.0.0.1:{cluster.metrics_ports['store']}/metrics", timeout=10).text
+    assert 'lightmem_stage_seconds_count{task="lightmem.store.index"}' in store
+    entries = [line for line in store.splitlines() if line.startswith("lightmem_entries_stored_total ")]
+    assert entries and float(entries[0].split()[1]) >= 1
+    extract = httpx.get(f"http://127.0.0.1:{cluster.metrics_ports['extract']}/metrics", timeout=10).text
+    assert 'lightmem_llm_calls_total{outcome="ok",purpose="extraction"}' in extract

@@ -13,8 +13,10 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from celery import Task
+from celery.signals import worker_ready
 
 from lightmem_core.errors import ExtractionParseError, TransientError
+from workers import metrics
 from workers.app import app, get_pipeline
 from workers.messages import PayloadError
 
@@ -34,7 +36,8 @@ def backoff_s(retries: int, cap_s: float) -> float:
 def run_stage(task: Task, raw: Any, user_id: str | None, stage: Callable[[], T], tracking_id: str | None = None) -> T:
     settings = get_pipeline().settings
     try:
-        return stage()
+        with metrics.STAGE_SECONDS.labels(str(task.name)).time():
+            return stage()
     except TransientError as exc:
         countdown = exc.retry_after_s if exc.retry_after_s is not None else backoff_s(task.request.retries,
                                                                                        settings.retry_backoff_max_s)
@@ -42,6 +45,7 @@ def run_stage(task: Task, raw: Any, user_id: str | None, stage: Callable[[], T],
     except Exception as exc:  # LightMemError: bad data; anything else: a bug. Either way, recorded
         raw_reply = exc.raw_reply if isinstance(exc, ExtractionParseError) else None
         payload = exc.raw if isinstance(exc, PayloadError) else raw
+        metrics.FAILURES.labels(str(task.name)).inc()
         get_pipeline().state.record_failure(str(task.name), user_id, f"{type(exc).__name__}: {exc}", payload,
                                             raw_reply=raw_reply, tracking_id=tracking_id)
         raise
@@ -50,3 +54,8 @@ def run_stage(task: Task, raw: Any, user_id: str | None, stage: Callable[[], T],
 def user_of(raw: Any) -> str | None:
     """The user id of a raw payload, for the failure record even when the payload does not decode."""
     return str(raw["user_id"]) if isinstance(raw, dict) and "user_id" in raw else None
+
+
+@worker_ready.connect
+def _serve_metrics(**_: Any) -> None:
+    metrics.serve(get_pipeline().settings.metrics_port)
