@@ -15,6 +15,7 @@ from lightmem_core import update as offline
 from lightmem_core.errors import LightMemError, TransientError
 from lightmem_core.history import GLOBAL_SCOPE
 from lightmem_core.models import MemoryEntry, Message, TopicSegment
+from lightmem_core.sensory import feed
 from lightmem_core.stages import (
     compress_messages,
     count_message_tokens,
@@ -61,12 +62,24 @@ def compress_sessions(pipe: Pipeline, payload: CompressPayload, send: Send) -> d
     return done
 
 
+def topic_parts(pipe: Pipeline, messages: list[Message]) -> list[list[Message]]:
+    """Topic segments of one queued item, as ``LightMemory.add_memory(..., force_segment=True)`` cuts
+    them: one per session without a segmenter; with one, through the sensory buffer, which the end of
+    the item flushes (each enqueue call ends a sensory chunk)."""
+    if pipe.segmenter is None:
+        return [part for session in split_sessions(messages) for part in cut_topics(session, None)]
+    cfg = pipe.config.topic_segmenter
+    capacity = cfg.configs.sensory_buffer_tokens if cfg else 512
+    incoming = [m for session in split_sessions(messages) for m in session]
+    return feed([], incoming, pipe.segmenter, capacity, pipe.roles, pipe.count_tokens, force=True).segments
+
+
 def _buffer_session(pipe: Pipeline, item: SessionItem, messages: list[Message]) -> int:
     st = pipe.state
     members = []
     with st.lock(item.user_id):
-        for session in split_sessions(messages):
-            for part in cut_topics(session, pipe.segmenter):
+        if messages:
+            for part in topic_parts(pipe, messages):
                 tokens = extraction_tokens(part, pipe.roles, pipe.count_tokens)
                 member = st.append(item.tracking_id, part, tokens)
                 if member is not None:
