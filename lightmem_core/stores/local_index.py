@@ -103,7 +103,8 @@ class LocalIndex:
             return []
         q = np.asarray(query, dtype=np.float32)
         q = q / (float(np.linalg.norm(q)) or 1.0)
-        scores = block @ q
+        # einsum, not BLAS: OpenBLAS threads spin after a large gemv and stall the next torch forward pass.
+        scores = np.einsum("ij,j->i", block, q)
         top = np.argsort(-scores, kind="stable")[:limit]
         return [(rows[i], float(scores[i])) for i in top]
 
