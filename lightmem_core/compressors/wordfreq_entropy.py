@@ -22,6 +22,10 @@ from lightmem_core.tokens import count_tokens
 _WORD = re.compile(r"\w+(?:['’]\w+)*|[^\w\s]", re.UNICODE)
 # Words wordfreq has never seen: rarer than its rarest listed word (about 1e-8).
 _UNSEEN_P = 1e-9
+# Negations are frequent, so surprisal alone drops them, and "please never suggest satay" became
+# "suggest satay": a stored fact with its meaning reversed. They are ranked above every other word.
+NEGATIONS = frozenset("no not never nor none nobody nothing nowhere neither cannot without".split())
+_ALWAYS = 1e6
 
 
 class WordfreqEntropyCompressor:
@@ -47,6 +51,8 @@ class WordfreqEntropyCompressor:
     def _lookup(self, word: str) -> float:
         import wordfreq
 
+        if word in NEGATIONS or word.endswith(("n't", "n’t")):
+            return _ALWAYS
         p = wordfreq.word_frequency(word, self.language)
         return -math.log2(p if p > 0 else _UNSEEN_P)
 

@@ -170,3 +170,13 @@ def test_unusable_device_fails_at_load(lingua_path: str) -> None:
         pytest.skip("a CUDA device is present")
     with pytest.raises(ModelLoadError, match="device 'cuda'"):
         LinguaScorer(lingua_path, device="cuda")
+
+
+def test_wordfreq_keeps_negations_so_no_fact_is_reversed() -> None:
+    from lightmem_core.compressors.wordfreq_entropy import WordfreqEntropyCompressor
+
+    compressor = WordfreqEntropyCompressor(rate=0.5)
+    texts = ["I'm allergic to peanuts, so please never suggest satay recipes.", "I don't eat meat and I am not vegan."]
+    short = [r.text for r in compressor.compress(texts)]
+    assert "never" in short[0] and "satay" in short[0]
+    assert "don't" in short[1] and "not" in short[1]
