@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from lightmem_core.config import BaseMemoryConfigs
-from lightmem_core.errors import ConfigError, NotSupportedError
+from lightmem_core.errors import ConfigError
 from producers.datasets import load_locomo, load_longmemeval
 from producers.eval.answering import LLMEndpoint
 from producers.eval.harness import EvalRun, evaluate
@@ -102,9 +102,6 @@ def llm_endpoint(args: argparse.Namespace, config: BaseMemoryConfigs) -> LLMEndp
 
 
 def run_command(args: argparse.Namespace) -> int:
-    if args.distributed:
-        raise NotSupportedError("--distributed: ingest through the queue pipeline is not available yet; "
-                                "run without --distributed (in-process LightMemory)")
     if args.limit_conversations is not None and args.limit_conversations < 1:
         raise ConfigError("--limit-conversations: expected a positive integer")
     settings = get_settings()
@@ -113,7 +110,8 @@ def run_command(args: argparse.Namespace) -> int:
     config = memory_config(settings)
     data = args.data or settings.data_dir / DEFAULT_FILES[args.dataset]
     options = EvalOptions(ks=parse_ks(args.k), categories=_categories(args),
-                          limit_conversations=args.limit_conversations, progress=not args.no_progress)
+                          limit_conversations=args.limit_conversations, progress=not args.no_progress,
+                          distributed_config=str(settings.config_file) if args.distributed else None)
     stamp = datetime.now(tz=UTC).strftime("%Y%m%d-%H%M%S")
     results_dir = args.results_dir or Path("results") / "eval" / f"{args.dataset}-{stamp}"
     run = EvalRun(dataset=args.dataset, config=config, results_dir=results_dir, options=options,

@@ -24,7 +24,7 @@ from lightmem_core.models import RetrievedMemory
 from lightmem_core.tokens import count_tokens
 from producers.datasets import Conversation, Question
 from producers.eval.metrics import percentile, question_scores, summarize
-from producers.eval.systems import SystemSpec, open_memory, with_paths
+from producers.eval.systems import DEFAULT, SystemSpec, open_memory, with_paths
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +37,7 @@ class EvalOptions:
     categories: frozenset[str] | None = None
     limit_conversations: int | None = None
     progress: bool = True
+    distributed_config: str | None = None  # YAML for the workers: ingest the default system through the queues
 
     def __post_init__(self) -> None:
         if not self.ks or any(k < 1 for k in self.ks):
@@ -144,8 +145,11 @@ def run_group(
     folder: Path,
     embedder: Embedder | None,
     options: EvalOptions,
+    ingest: Callable[[LightMemory, Conversation], float] | None = None,
 ) -> list[SystemResult]:
     """Ingest every conversation once into a fresh memory, then retrieve and score with each spec.
+
+    ``ingest`` replaces the in-process ingest (the queue pipeline has filled ``folder`` already).
 
     All specs share one store (same ``store_key``); each reads it with its own retrieval strategy,
     and each reports the shared ingest time and stored tokens.
@@ -166,7 +170,7 @@ def run_group(
                 bar.update(len(questions) * len(specs))
                 continue
             try:
-                ingest_s = _ingest(memory, conv)
+                ingest_s = (ingest or _ingest)(memory, conv)
             except LightMemError as exc:
                 log.warning("%s: skipping conversation %s: %s", specs[0].name, conv.user_id, exc)
                 _skip_all(results, "conversation_failed", f"{conv.user_id}: {exc}")
@@ -241,7 +245,20 @@ def run_eval(
     chosen = list(conversations)[: options.limit_conversations] if options.limit_conversations else list(conversations)
     by_name: dict[str, SystemResult] = {}
     for group in group_specs(specs):
-        for result in run_group(group, chosen, workdir / group[0].name, embedder, options):
+        through_queues = options.distributed_config is not None and group[0].name == DEFAULT
+        queue_s = 0.0
+        if through_queues:
+            from producers.eval.distributed import ingest_through_queues
+
+            assert options.distributed_config is not None
+            queue_s = ingest_through_queues([c for c in chosen if c.turn_count], workdir / group[0].name,
+                                            Path(options.distributed_config))
+        results = run_group(group, chosen, workdir / group[0].name, embedder, options,
+                            ingest=(lambda memory, conv: 0.0) if through_queues else None)
+        for result in results:
+            if through_queues:
+                result.ingest_s = queue_s
+                result.description += " (ingested through the queue pipeline: Redis and worker processes)"
             log.info("%s: %d questions scored, ingest %.1f s", result.name, len(result.rows), result.ingest_s)
             by_name[result.name] = result
             if on_system_done is not None:

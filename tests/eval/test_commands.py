@@ -33,7 +33,6 @@ def test_eval_locomo_one_conversation_bm25(data_dir: Path, tmp_path: Path, capsy
         (["locomo", "--data", "{tmp}/missing.json"], "missing.json"),
         (["locomo", "--data", "{data}/longmemeval_s_sample.json"], "not LoCoMo"),
         (["longmemeval", "--data", "{data}/locomo10.json"], "not LongMemEval"),
-        (["locomo", "--distributed"], "not available yet"),
         (["locomo", "--k", "1,five"], "--k"),
         (["locomo", "--k", "0,5"], "--k"),
         (["locomo", "--systems", "default,mem0"], "mem0"),
