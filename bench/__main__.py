@@ -33,7 +33,8 @@ def main(argv: list[str]) -> int:
         started = time.perf_counter()
         try:
             run = module.run
-            section = run(data_dir() / "locomo10.json") if inspect.signature(run).parameters else run()
+            wants_data = "data_path" in inspect.signature(run).parameters
+            section = run(data_path=data_dir() / "locomo10.json") if wants_data else run()
         except Exception:  # a failing section must not hide the others' figures
             failed += 1
             section = f"### {name} FAILED\n\n```\n{traceback.format_exc()}```"
