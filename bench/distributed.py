@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import data_dir, percentile
-from producers.datasets import Conversation, load_locomo
+from producers.datasets import Conversation, add_conversation, load_locomo
 
 LLM_DELAY_S = 1.0
 EXTRACT_THREADS = 8
@@ -66,10 +66,7 @@ def lightmemory_run(conversations: list[Conversation], env: dict[str, str], work
     start = time.perf_counter()
     try:
         for conversation in conversations:
-            for session in conversation.sessions:
-                memory.add_memory(session.messages, force_segment=True, user_id=conversation.user_id,
-                                  session_id=session.session_id)
-            memory.flush(conversation.user_id)
+            add_conversation(memory, conversation, force_segment=True)
         elapsed = time.perf_counter() - start
         calls = memory.get_token_statistics().get("llm_calls", 0.0)
     finally:

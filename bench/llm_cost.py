@@ -27,7 +27,7 @@ from lightmem_core.llm_extraction import extract_with_llm
 from lightmem_core.models import MemoryEntry, TopicSegment
 from lightmem_core.prompts import update as update_prompt
 from lightmem_core.tokens import count_tokens
-from producers.datasets import Conversation, load_locomo
+from producers.datasets import Conversation, add_conversation, load_locomo
 from tests.support.scripted_llm import ScriptedLLMServer
 
 THRESHOLDS = (256, 512, 768, 1024)
@@ -69,9 +69,7 @@ def lightmem_cost(conversations: list[Conversation], base_url: str, threshold: i
         memory = LightMemory(cfg, build_components(cfg, embedder=HashingEmbedder(64)))
         started = time.perf_counter()
         for conv in conversations:
-            for session in conv.sessions:
-                memory.add_memory(session.messages, user_id=conv.user_id, session_id=session.session_id)
-            memory.flush(conv.user_id)
+            add_conversation(memory, conv)
         totals = memory.history.llm_totals()
         entries = int(memory.get_token_statistics()["entries_stored"])
         memory.close()

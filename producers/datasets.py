@@ -49,6 +49,7 @@ __all__ = [
     "Conversation",
     "DatasetSession",
     "Question",
+    "add_conversation",
     "load_dataset",
     "load_jsonl",
     "load_locomo",
@@ -304,3 +305,11 @@ def load_dataset(path: str | Path, fmt: str) -> list[Conversation]:
     if fmt not in FORMATS:
         raise InvalidInput(f"format: unknown {fmt!r}; expected one of {sorted(FORMATS)}")
     return FORMATS[fmt](path)
+
+
+def add_conversation(memory: Any, conversation: Conversation, force_segment: bool = False) -> None:
+    """Add every session of ``conversation`` to a ``LightMemory`` in order, then flush its user."""
+    for session in conversation.sessions:
+        memory.add_memory(session.messages, force_segment=force_segment, user_id=conversation.user_id,
+                          session_id=session.session_id)
+    memory.flush(conversation.user_id)

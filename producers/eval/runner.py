@@ -22,7 +22,7 @@ from lightmem_core.errors import LightMemError
 from lightmem_core.memory import LightMemory
 from lightmem_core.models import RetrievedMemory
 from lightmem_core.tokens import count_tokens
-from producers.datasets import Conversation, Question
+from producers.datasets import Conversation, Question, add_conversation
 from producers.eval.metrics import percentile, question_scores, summarize
 from producers.eval.systems import DEFAULT, SystemSpec, open_memory, with_paths
 
@@ -198,9 +198,7 @@ def _skip_all(results: list[SystemResult], reason: str, item: str) -> None:
 
 def _ingest(memory: LightMemory, conv: Conversation) -> float:
     start = time.perf_counter()
-    for session in conv.sessions:
-        memory.add_memory(session.messages, user_id=conv.user_id, session_id=session.session_id)
-    memory.flush(conv.user_id)
+    add_conversation(memory, conv)
     return time.perf_counter() - start
 
 

@@ -13,7 +13,7 @@ import pytest
 
 from lightmem_core import LightMemory
 from lightmem_core.factory import build_components
-from producers.datasets import load_locomo
+from producers.datasets import add_conversation, load_locomo
 from producers.settings import deep_merge
 from tests.distributed.conftest import Cluster
 
@@ -57,10 +57,7 @@ def test_locomo_through_the_queues_equals_lightmemory(cluster: Cluster, locomo_i
     reference = _reference(cluster, tmp_path, minilm_embedder)
     try:
         for conversation in locomo_indexed:
-            for session in conversation.sessions:
-                reference.add_memory(session.messages, force_segment=True, user_id=conversation.user_id,
-                                     session_id=session.session_id)
-            reference.flush(conversation.user_id)
+            add_conversation(reference, conversation, force_segment=True)
             expected = {_key(e.model_dump(mode="json")) for e in reference.get_all(conversation.user_id)}
             got = {_key(e) for e in cluster.producer.entries(conversation.user_id)}
             assert len(got) == len(expected) > 100
