@@ -44,6 +44,8 @@ class CompressionConfig(_Strict):
     rate: float = Field(0.6, gt=0.0, le=1.0)
     force_tokens: list[str] = Field(default_factory=lambda: list(DEFAULT_FORCE_TOKENS))
     batch_size: int = Field(32, ge=1)
+    # Padded tokens per forward pass; None = 1024 on CPU (cache-sized, see compressors/batching.py), no cap on GPU.
+    max_batch_tokens: int | None = Field(None, ge=1)
     # Longer messages pass through uncompressed (logged): scoring 1 MB on a CPU takes minutes.
     max_message_tokens: int = Field(16384, ge=1)
 

@@ -24,9 +24,11 @@ from lightmem_core.segmenters.llmlingua2 import LLMLingua2Segmenter
 
 
 @lru_cache(maxsize=4)
-def load_scorer(path: str, device: str, batch_size: int, attention: bool, max_text_tokens: int) -> LinguaScorer:
+def load_scorer(path: str, device: str, batch_size: int, attention: bool, max_text_tokens: int,
+                max_batch_tokens: int | None = None) -> LinguaScorer:
     """One ``LinguaScorer`` per process for each model, device and mode (models are large)."""
-    return LinguaScorer(path, device=device, batch_size=batch_size, attention=attention, max_text_tokens=max_text_tokens)
+    return LinguaScorer(path, device=device, batch_size=batch_size, attention=attention, max_text_tokens=max_text_tokens,
+                        max_batch_tokens=max_batch_tokens)
 
 
 def _pre(config: BaseMemoryConfigs) -> PreCompressorConfig:
@@ -41,7 +43,7 @@ def _scorer_for_compressor(config: BaseMemoryConfigs) -> LinguaScorer:
         raise ConfigError("pre_compressor.configs.llmlingua_config.model_name (a model path) is required")
     cc = opts.compress_config
     return load_scorer(opts.llmlingua_config.model_name, resolve_device(opts.llmlingua_config.device_map),
-                       cc.batch_size, config.precomp_topic_shared, cc.max_message_tokens)
+                       cc.batch_size, config.precomp_topic_shared, cc.max_message_tokens, cc.max_batch_tokens)
 
 
 def _segmenter_options(config: BaseMemoryConfigs) -> TopicSegmenterConfig:
@@ -64,7 +66,7 @@ def entropy_compressor(config: BaseMemoryConfigs) -> Compressor:
         return WordfreqEntropyCompressor(rate, ec.language, cc.force_tokens)
     return EntropyCompressor(ec.model_name, rate, device=ec.device_map, batch_size=cc.batch_size, max_length=ec.max_length,
                              word_level_strategy=ec.word_level_strategy, force_tokens=cc.force_tokens,
-                             max_text_tokens=cc.max_message_tokens)
+                             max_text_tokens=cc.max_message_tokens, max_batch_tokens=cc.max_batch_tokens)
 
 
 def _fine(config: BaseMemoryConfigs, embedder: Embedder) -> EmbeddingSegmenter:

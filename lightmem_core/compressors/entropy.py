@@ -17,6 +17,7 @@ from typing import Any, Literal
 import numpy as np
 
 from lightmem_core.compressors.base import CompressionResult
+from lightmem_core.compressors.batching import default_batch_tokens, length_batches
 from lightmem_core.compressors.lingua_scorer import chunk_spans, to_device
 from lightmem_core.compressors.llmlingua2 import results
 from lightmem_core.compressors.selection import Word, check_rate
@@ -40,6 +41,7 @@ class EntropyCompressor:
         word_level_strategy: Literal["average", "first_token"] = "average",
         force_tokens: Sequence[str] = DEFAULT_FORCE_TOKENS,
         max_text_tokens: int = 16384,
+        max_batch_tokens: int | None = None,
     ) -> None:
         if not Path(model_path).exists():
             raise ModelLoadError(f"entropy_compress model path does not exist: {model_path}")
@@ -68,6 +70,7 @@ class EntropyCompressor:
         positions = int(getattr(model.config, "max_position_embeddings", 0) or getattr(model.config, "n_positions", 1024))
         self.body = min(max_length or positions, positions) - 1
         self.batch_size = batch_size
+        self.max_batch_tokens = max_batch_tokens if max_batch_tokens is not None else default_batch_tokens(self.device)
         self.strategy = word_level_strategy
         self.force_tokens = tuple(force_tokens)
         self.max_text_tokens = max_text_tokens
@@ -94,10 +97,9 @@ class EntropyCompressor:
 
         out = [np.zeros(len(x), dtype=np.float32) for x in ids]
         chunks = [(i, a, b) for i, w in enumerate(word_ids) for a, b in chunk_spans(w, self.body)]
-        chunks.sort(key=lambda c: c[1] - c[2])
         pad = int(self.tokenizer.pad_token_id) if self.tokenizer.pad_token_id is not None else self.prefix
-        for start in range(0, len(chunks), self.batch_size):
-            batch = chunks[start : start + self.batch_size]
+        for members in length_batches([1 + b - a for _, a, b in chunks], self.batch_size, self.max_batch_tokens):
+            batch = [chunks[k] for k in members]
             width = 1 + max(b - a for _, a, b in batch)
             inp = np.full((len(batch), width), pad, dtype=np.int64)
             mask = np.zeros_like(inp)

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from lightmem_core.compressors.batching import default_batch_tokens, length_batches
 from lightmem_core.compressors.selection import Word
 from lightmem_core.devices import resolve_device
 from lightmem_core.errors import ConfigError, ModelLoadError
@@ -51,7 +52,7 @@ class LinguaScorer:
     """A BERT-style token classifier whose label 1 means "keep this token" (LLMLingua-2)."""
 
     def __init__(self, model_path: str, device: str = "auto", batch_size: int = 32, attention: bool = False,
-                 max_text_tokens: int = 16384) -> None:
+                 max_text_tokens: int = 16384, max_batch_tokens: int | None = None) -> None:
         if not Path(model_path).exists():
             raise ModelLoadError(f"llmlingua-2 model path does not exist: {model_path}")
         import torch
@@ -70,6 +71,7 @@ class LinguaScorer:
         _check(model_path, model, info, self.tokenizer)
         self.model: Any = to_device(model, self.device, model_path)
         self.batch_size = batch_size
+        self.max_batch_tokens = max_batch_tokens if max_batch_tokens is not None else default_batch_tokens(self.device)
         self.attention = attention
         self.max_text_tokens = max_text_tokens
         limit = min(int(getattr(model.config, "max_position_embeddings", 512)), int(self.tokenizer.model_max_length or 512))
@@ -139,9 +141,8 @@ class LinguaScorer:
         probs = [np.zeros(len(e.ids), dtype=np.float32) for e in encoded]
         neighbour: list[float | None] = [None] * len(encoded)
         tok = self.tokenizer
-        order = sorted(range(len(windows)), key=lambda k: -windows[k].length)
-        for start in range(0, len(order), self.batch_size):
-            batch = [windows[k] for k in order[start : start + self.batch_size]]
+        for members in length_batches([w.length for w in windows], self.batch_size, self.max_batch_tokens):
+            batch = [windows[k] for k in members]
             width = max(w.length for w in batch)
             ids = np.full((len(batch), width), tok.pad_token_id or 0, dtype=np.int64)
             mask = np.zeros((len(batch), width), dtype=np.int64)
@@ -203,18 +204,25 @@ def pack(encoded: list[Encoded], groups: list[str], body: int) -> list[Window]:
 
 
 def to_words(e: Encoded, probs: np.ndarray) -> list[Word]:
-    """Aggregate token probabilities per word (mean), with the word's character span."""
-    words: list[Word] = []
-    k, n = 0, len(e.ids)
-    while k < n:
-        j = k + 1
-        while j < n and e.word_ids[j] == e.word_ids[k] and e.word_ids[k] >= 0:
-            j += 1
-        spans = [o for o in e.offsets[k:j] if o[1] > o[0]]
-        if spans:
-            words.append(Word(min(s for s, _ in spans), max(t for _, t in spans), float(probs[k:j].mean())))
-        k = j
-    return words
+    """Aggregate token probabilities per word (mean), with the word's character span.
+
+    Consecutive tokens of one word id form a word; tokens without a word id stand alone. A word whose
+    tokens cover no characters is dropped. Vectorised: this runs once per message on the CPU path.
+    """
+    n = len(e.ids)
+    if n == 0:
+        return []
+    wid = np.asarray(e.word_ids, dtype=np.int64)
+    off = np.asarray(e.offsets, dtype=np.int64).reshape(n, 2)
+    opens = np.ones(n, dtype=bool)
+    opens[1:] = (wid[1:] != wid[:-1]) | (wid[:-1] < 0)
+    first = np.flatnonzero(opens)
+    covers = off[:, 1] > off[:, 0]
+    begin = np.minimum.reduceat(np.where(covers, off[:, 0], np.iinfo(np.int64).max), first)
+    end = np.maximum.reduceat(np.where(covers, off[:, 1], -1), first)
+    mean = np.add.reduceat(probs[:n].astype(np.float64), first) / np.diff(np.append(first, n))
+    kept = np.logical_or.reduceat(covers, first)
+    return [Word(int(a), int(b), float(m)) for a, b, m, k in zip(begin, end, mean, kept, strict=True) if k]
 
 
 def to_device(model: Any, device: str, path: str) -> Any:

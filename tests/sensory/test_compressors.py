@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from lightmem_core.compressors.batching import CPU_BATCH_TOKENS, length_batches
 from lightmem_core.compressors.lingua_scorer import LinguaScorer, chunk_spans
 from lightmem_core.compressors.llmlingua2 import LLMLingua2Compressor, compress_batch
 from lightmem_core.compressors.selection import check_rate
@@ -60,6 +61,55 @@ def test_batched_equals_one_by_one(compressors: dict[str, Any], kind: str) -> No
     batched = compressor.compress(VARIED)
     alone = [compressor.compress([t])[0] for t in VARIED]
     assert batched == alone
+
+
+@pytest.mark.parametrize(("batch_size", "cap"), [(1, None), (4, None), (32, 100), (8, 7), (3, 1000)])
+def test_length_batches_respect_both_caps_and_cover_every_item(batch_size: int, cap: int | None) -> None:
+    import random
+
+    lengths = [random.Random(seed).randint(1, 60) for seed in range(97)]
+    batches = length_batches(lengths, batch_size, cap)
+    assert sorted(k for b in batches for k in b) == list(range(len(lengths)))
+    flat = [lengths[k] for b in batches for k in b]
+    assert flat == sorted(lengths, reverse=True)  # longest first: little padding
+    for b in batches:
+        assert 1 <= len(b) <= batch_size
+        if cap is not None and len(b) > 1:
+            assert len(b) * max(lengths[k] for k in b) <= cap
+    if cap is None:
+        assert len(batches) == -(-len(lengths) // batch_size)
+
+
+def test_length_batches_refuse_nonsense_sizes() -> None:
+    with pytest.raises(ValueError, match="batch_size"):
+        length_batches([3], 0, None)
+    with pytest.raises(ValueError, match="max_tokens"):
+        length_batches([3], 4, 0)
+
+
+def test_token_cap_changes_the_batches_not_the_output(scorer: LinguaScorer) -> None:
+    assert scorer.max_batch_tokens == CPU_BATCH_TOKENS  # the CPU default
+    calls: list[tuple[int, int]] = []
+    hook = scorer.model.register_forward_hook(lambda _m, _a, kw, _o: calls.append(tuple(kw["input_ids"].shape)),
+                                              with_kwargs=True)
+    try:
+        wide = compress_batch(scorer, VARIED, [0.5] * len(VARIED))
+        wide_calls, calls[:] = list(calls), []
+        scorer.max_batch_tokens = 64
+        narrow = compress_batch(scorer, VARIED, [0.5] * len(VARIED))
+    finally:
+        scorer.max_batch_tokens = CPU_BATCH_TOKENS
+        hook.remove()
+    assert narrow == wide
+    assert len(calls) > len(wide_calls)
+    assert all(rows * width <= 64 for rows, width in calls if rows > 1)
+
+
+def test_max_batch_tokens_below_one_is_refused(lingua_path: str, memory_config: Any) -> None:
+    cfg = memory_config(pre_compress=True, pre_compressor={"model_name": "llmlingua-2", "configs": {
+        "llmlingua_config": {"model_name": lingua_path}, "compress_config": {"max_batch_tokens": 0}}})
+    with pytest.raises(ConfigError, match="max_batch_tokens"):
+        parse_config(cfg)
 
 
 def test_each_message_gets_its_own_rate_in_one_batch(scorer: LinguaScorer) -> None:
