@@ -142,6 +142,7 @@ def run(messages: int = 128) -> str:
     import torch
 
     texts = locomo_texts(messages)
+    tokens = sum(map(count_tokens, texts))
     long_texts = joined(locomo_texts(messages * LONG_TURNS // 4), LONG_TURNS)
     device = resolve_device("auto")
     cap = "none (GPU)" if device.startswith("cuda") else f"{CPU_BATCH_TOKENS:,}"
@@ -149,7 +150,7 @@ def run(messages: int = 128) -> str:
         "### Compression (`python -m bench.compression`)",
         "",
         f"LLMLingua-2 scoring on {device} ({torch.get_num_threads()} torch threads), {len(texts)} LoCoMo turns "
-        f"({sum(map(count_tokens, texts)):,} cl100k tokens), rate {RATE}; batched = batch size {BATCH}, at most {cap} "
+        f"({tokens:,} cl100k tokens), rate {RATE}; batched = batch size {BATCH}, at most {cap} "
         f"padded tokens per pass; best of {REPEATS} runs taken in turn. Weights are stand-ins (throughput does not "
         "depend on their values).",
         "",
@@ -176,7 +177,7 @@ def run(messages: int = 128) -> str:
                 width = int(scorer.model.config.hidden_size)
                 rows = round(statistics.median(len(e.ids) + 2 for e in scorer.encode(texts)))
                 one, many = gemm_gflops(rows, width), gemm_gflops(CPU_BATCH_TOKENS, width)
-                bound = sum(map(count_tokens, texts)) / r["single"] / linear
+                bound = tokens / r["single"] / linear
                 ceiling_rows.append(f"| {name} | {linear / whole:.0%} | {speed:,.0f} | {one:,.0f} / {many:,.0f} | "
                                     f"**{bound:.1f}×** |")
             else:
@@ -196,7 +197,7 @@ def run(messages: int = 128) -> str:
                   "|---|---|---|---|---|", *ceiling_rows]
     lines += gpu_rows
     wordfreq = WordfreqEntropyCompressor(rate=RATE)
-    wf_rate = sum(map(count_tokens, texts)) / timed(lambda: wordfreq.compress(texts))
+    wf_rate = tokens / timed(lambda: wordfreq.compress(texts))
     lines += ["", f"Model-free `entropy_compress` (wordfreq, the embedded default): {wf_rate:,.0f} tokens/s on CPU.",
               "", f"_{os.cpu_count()} CPU cores, load average {os.getloadavg()[0]:.1f} at the end of the run, "
               f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} (other processes share the machine: "

@@ -14,8 +14,10 @@ from collections.abc import Sequence
 CPU_BATCH_TOKENS = 1024  # measured on MiniLM and BERT-base sizes: `python -m bench compression`
 
 
-def default_batch_tokens(device: str) -> int | None:
-    """The padded-token cap per batch when none is configured: ``CPU_BATCH_TOKENS`` on CPU, none on GPU."""
+def batch_token_cap(configured: int | None, device: str) -> int | None:
+    """The padded-token cap per batch: ``configured``, else ``CPU_BATCH_TOKENS`` on CPU and none on GPU."""
+    if configured is not None:
+        return configured
     return None if device.startswith("cuda") else CPU_BATCH_TOKENS
 
 

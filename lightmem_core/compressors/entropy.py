@@ -17,7 +17,7 @@ from typing import Any, Literal
 import numpy as np
 
 from lightmem_core.compressors.base import CompressionResult
-from lightmem_core.compressors.batching import default_batch_tokens, length_batches
+from lightmem_core.compressors.batching import batch_token_cap, length_batches
 from lightmem_core.compressors.lingua_scorer import chunk_spans, to_device
 from lightmem_core.compressors.llmlingua2 import results
 from lightmem_core.compressors.selection import Word, check_rate
@@ -70,7 +70,7 @@ class EntropyCompressor:
         positions = int(getattr(model.config, "max_position_embeddings", 0) or getattr(model.config, "n_positions", 1024))
         self.body = min(max_length or positions, positions) - 1
         self.batch_size = batch_size
-        self.max_batch_tokens = max_batch_tokens if max_batch_tokens is not None else default_batch_tokens(self.device)
+        self.max_batch_tokens = batch_token_cap(max_batch_tokens, self.device)
         self.strategy = word_level_strategy
         self.force_tokens = tuple(force_tokens)
         self.max_text_tokens = max_text_tokens

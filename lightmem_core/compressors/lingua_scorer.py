@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from lightmem_core.compressors.batching import default_batch_tokens, length_batches
+from lightmem_core.compressors.batching import batch_token_cap, length_batches
 from lightmem_core.compressors.selection import Word
 from lightmem_core.devices import resolve_device
 from lightmem_core.errors import ConfigError, ModelLoadError
@@ -71,7 +71,7 @@ class LinguaScorer:
         _check(model_path, model, info, self.tokenizer)
         self.model: Any = to_device(model, self.device, model_path)
         self.batch_size = batch_size
-        self.max_batch_tokens = max_batch_tokens if max_batch_tokens is not None else default_batch_tokens(self.device)
+        self.max_batch_tokens = batch_token_cap(max_batch_tokens, self.device)
         self.attention = attention
         self.max_text_tokens = max_text_tokens
         limit = min(int(getattr(model.config, "max_position_embeddings", 512)), int(self.tokenizer.model_max_length or 512))
