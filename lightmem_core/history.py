@@ -32,6 +32,8 @@ CREATE INDEX IF NOT EXISTS messages_by_session ON messages (user_id, session_id,
 CREATE TABLE IF NOT EXISTS buffers (
     user_id TEXT NOT NULL, kind TEXT NOT NULL, item_key TEXT NOT NULL, payload TEXT NOT NULL, seq INTEGER NOT NULL,
     PRIMARY KEY (user_id, kind, item_key));
+CREATE TABLE IF NOT EXISTS seen_messages (
+    user_id TEXT NOT NULL, message_id TEXT NOT NULL, PRIMARY KEY (user_id, message_id));
 CREATE TABLE IF NOT EXISTS counters (
     scope TEXT NOT NULL, name TEXT NOT NULL, value REAL NOT NULL, PRIMARY KEY (scope, name));
 CREATE TABLE IF NOT EXISTS llm_calls (
@@ -62,6 +64,7 @@ class HistoryStore:
         self._conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30.0)
         self._conn.row_factory = sqlite3.Row
         self._lock = threading.RLock()
+        self._depth = 0  # nesting of transaction() in the thread that holds the lock
         with self._lock:
             self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.execute("PRAGMA synchronous=NORMAL")
@@ -69,14 +72,25 @@ class HistoryStore:
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        """All statements inside commit together or not at all."""
+        """All statements inside commit together or not at all; a transaction opened inside another
+        (by the same thread, which holds the lock) joins it."""
         with self._lock:
+            if self._depth:
+                self._depth += 1
+                try:
+                    yield self._conn
+                finally:
+                    self._depth -= 1
+                return
             self._conn.execute("BEGIN IMMEDIATE")
+            self._depth = 1
             try:
                 yield self._conn
             except BaseException:
                 self._conn.execute("ROLLBACK")
                 raise
+            finally:
+                self._depth = 0
             self._conn.execute("COMMIT")
 
     def _query(self, sql: str, args: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
@@ -89,14 +103,6 @@ class HistoryStore:
             "SELECT COALESCE(MAX(turn_index) + 1, 0) AS n FROM messages WHERE user_id=? AND session_id=?", (user_id, session_id)
         )
         return int(rows[0]["n"])
-
-    def known_message_ids(self, ids: list[str]) -> set[str]:
-        found: set[str] = set()
-        for start in range(0, len(ids), 500):
-            chunk = ids[start : start + 500]
-            marks = ",".join("?" * len(chunk))
-            found.update(r["id"] for r in self._query(f"SELECT id FROM messages WHERE id IN ({marks})", tuple(chunk)))
-        return found
 
     def save_messages(self, conn: sqlite3.Connection, messages: list[Message]) -> None:
         """Insert messages (and their sessions); a message id already stored is left as it is."""
@@ -142,6 +148,28 @@ class HistoryStore:
     def buffer_items(self, user_id: str, kind: str) -> list[tuple[str, dict[str, Any]]]:
         rows = self._query("SELECT item_key, payload FROM buffers WHERE user_id=? AND kind=? ORDER BY seq", (user_id, kind))
         return [(r["item_key"], json.loads(r["payload"])) for r in rows]
+
+    def buffer_has(self, user_id: str, kind: str, key: str) -> bool:
+        return bool(self._query("SELECT 1 FROM buffers WHERE user_id=? AND kind=? AND item_key=?", (user_id, kind, key)))
+
+    def buffer_replace(self, conn: sqlite3.Connection, user_id: str, kind: str, key: str, payload: dict[str, Any]) -> None:
+        """Rewrite one item in place (it keeps its position)."""
+        conn.execute("UPDATE buffers SET payload=? WHERE user_id=? AND kind=? AND item_key=?",
+                     (json.dumps(payload), user_id, kind, key))
+
+    def seen_ids(self, user_id: str, ids: list[str]) -> set[str]:
+        """Those of ``ids`` that this user's buffers ever took (message ids are scoped per user)."""
+        found: set[str] = set()
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            rows = self._query(f"SELECT message_id FROM seen_messages WHERE user_id=? AND message_id IN ({marks})",
+                               (user_id, *chunk))
+            found.update(r["message_id"] for r in rows)
+        return found
+
+    def mark_seen(self, conn: sqlite3.Connection, user_id: str, ids: list[str]) -> None:
+        conn.executemany("INSERT OR IGNORE INTO seen_messages VALUES (?,?)", [(user_id, i) for i in ids])
 
     def buffer_remove(self, conn: sqlite3.Connection, user_id: str, kind: str, keys: list[str]) -> None:
         conn.executemany("DELETE FROM buffers WHERE user_id=? AND kind=? AND item_key=?", [(user_id, kind, k) for k in keys])
@@ -243,14 +271,14 @@ class HistoryStore:
         conn.executemany("DELETE FROM update_queue WHERE entry_id=?", [(i,) for i in entry_ids])
 
     def delete_user(self, conn: sqlite3.Connection, user_id: str) -> None:
-        for table in ("messages", "sessions", "buffers", "update_queue"):
+        for table in ("messages", "sessions", "buffers", "update_queue", "seen_messages"):
             conn.execute(f"DELETE FROM {table} WHERE user_id=?", (user_id,))
         conn.execute("DELETE FROM counters WHERE scope=?", (user_id,))
 
     def reset(self) -> None:
         with self.transaction() as conn:
             for table in ("sessions", "messages", "buffers", "counters", "llm_calls", "failed_batches",
-                          "entry_history", "update_queue"):
+                          "entry_history", "update_queue", "seen_messages"):
                 conn.execute(f"DELETE FROM {table}")
 
     def close(self) -> None:

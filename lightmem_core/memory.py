@@ -1,37 +1,34 @@
 """``LightMemory``: LightMem's API in one process, on the stages of ``lightmem_core``.
 
-Flow of ``add_memory``: validate (all or nothing) → count tokens → compress (``pre_compress``) →
-store the originals in the history → cut topic segments per session → short-term buffer (persisted)
-→ when it passes the threshold or on ``force_extract``: extract → embed → upsert → clear the buffer.
+A thin driver over ``lightmem_core.pipeline`` on SQLite state (``lightmem_core.sqlite_state``): the
+Celery workers run the same stages on Redis state. Flow of ``add_memory``: validate (all or nothing)
+→ ``prepare`` (count, compress) → keep the originals in the history → ``buffer_messages`` (topic
+segments through the sensory buffer into the short-term buffer) → while the buffer is ready (or on
+``force_extract``): ``take_batch`` → ``extract_batch`` → ``store_batch`` → ``after_store``.
 Every public method holds one lock, so the object is safe to share between threads.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import threading
-from typing import Any
+from typing import Any, Literal
 
-from lightmem_core import batches
+from lightmem_core import pipeline
 from lightmem_core import update as offline
 from lightmem_core.config import BaseMemoryConfigs, configure_logging, parse_config
 from lightmem_core.errors import ExtractionParseError, InvalidInput, TransientError
 from lightmem_core.factory import Components, build_components
 from lightmem_core.history import GLOBAL_SCOPE
 from lightmem_core.ingest import normalize_messages
-from lightmem_core.models import MemoryEntry, Message, RetrievedMemory, TopicSegment
-from lightmem_core.online import online_update
-from lightmem_core.sensory import SENSORY, feed
-from lightmem_core.stages import (
-    compress_messages,
-    count_message_tokens,
-    cut_topics,
-    extraction_tokens,
-    split_sessions,
-)
+from lightmem_core.models import MemoryEntry, RetrievedMemory
+from lightmem_core.sqlite_state import SQLiteState
+from lightmem_core.state import Batch
 
 log = logging.getLogger(__name__)
-SHORT_TERM = "short_term"
+LIBRARY_OWNER = "library"  # the one owner of batches in flight in one process: a later call takes them again
+Outcome = Literal["stored", "failed", "transient"]
 
 
 class LightMemory:
@@ -41,6 +38,7 @@ class LightMemory:
         self.config = config
         self.components = c = components
         self.store, self.history = c.store, c.history
+        self.state = SQLiteState(c.history)
         self._lock = threading.RLock()
         if config.memory_manager.model_name == "verbatim":
             log.info("extraction runs in verbatim mode: one entry per %s message, no LLM", config.messages_use)
@@ -68,126 +66,85 @@ class LightMemory:
         Returns what happened: messages added, skipped (empty or already known), entries stored.
         Invalid input raises ``ValueError`` naming the item and the field; nothing of the call is kept.
         """
+        c = self.components
         with self._lock:
             batch = normalize_messages(messages, user_id, session_id, lambda sid: self.history.next_turn_index(user_id, sid))
-            known = self.history.known_message_ids([m.id for m in batch.messages])
-            fresh = [m for m in batch.messages if m.id not in known]
-            counted = count_message_tokens(fresh, self.components.count_tokens)
-            prepared = compress_messages(counted, self.components.compressor, self.config.extraction_roles)
-            parts, sensory = self._cut(prepared, force_segment, user_id)
+            prepared = pipeline.prepare(self.state, batch.messages, c.count_tokens, c.compressor,
+                                        self.config.extraction_roles)
             with self.history.transaction() as conn:
-                self.history.save_messages(conn, prepared)
-                if sensory is not None:
-                    self._keep_sensory(conn, user_id, sensory)
-                self._account_ingest(conn, user_id, prepared, len(batch.skipped_empty))
-                self._to_short_term(conn, user_id, parts)
-            stored = self._maybe_extract(user_id, force_extract)
+                self.history.save_messages(conn, prepared)  # the originals, kept from the start
+                self.state.count(user_id, {"messages_skipped_empty": len(batch.skipped_empty)})
+                pipeline.buffer_messages(self.state, user_id, prepared, c.segmenter, self.config, c.count_tokens,
+                                         force_segment)
+            stored = self._drain(user_id, force_extract)
             return {
                 "added_messages": len(prepared),
                 "skipped_empty": len(batch.skipped_empty),
-                "skipped_known": len(batch.messages) - len(fresh),
+                "skipped_known": len(batch.messages) - len(prepared),
                 "entries_stored": len(stored),
                 "entry_ids": [e.id for e in stored],
             }
 
-    def _cut(self, messages: list[Message], force_segment: bool, user_id: str) -> tuple[list[list[Message]], list[Message] | None]:
-        """Topic segments ready for the short-term buffer, and what the sensory buffer keeps.
+    def _drain(self, user_id: str, force: bool) -> list[MemoryEntry]:
+        """Extract and store batches while the short-term buffer is ready (or, with ``force``, until it is
+        empty); a batch left in flight by a transient failure is taken first."""
+        if force and self.state.info(user_id).segments:
+            self.state.request_flush(user_id)
+        stored: list[MemoryEntry] = []
+        while True:
+            with self.state.lock(user_id):
+                batch = pipeline.take_batch(self.state, user_id, LIBRARY_OWNER,
+                                            self.config.short_term_threshold_tokens, lease_s=math.inf)
+            if batch is None:
+                return stored
+            outcome, entries = self._run_batch(batch)
+            if outcome == "transient":
+                return stored
+            stored += entries
 
-        Without a segmenter: one segment per session of the call, no sensory buffer. With one, the
-        messages go through the persisted sensory buffer (``lightmem_core.sensory``).
-        """
-        segmenter = self.components.segmenter
-        if segmenter is None:
-            return [part for session in split_sessions(messages) for part in cut_topics(session, None)], None
-        buffered = [Message.model_validate(p) for _, p in self.history.buffer_items(user_id, SENSORY)]
-        incoming = [m for session in split_sessions(messages) for m in session]
-        capacity = self.config.topic_segmenter.configs.sensory_buffer_tokens if self.config.topic_segmenter else 512
-        fed = feed(buffered, incoming, segmenter, capacity, self.config.extraction_roles,
-                   self.components.count_tokens, force=force_segment)
-        return fed.segments, fed.remaining
-
-    def _to_short_term(self, conn: Any, user_id: str, parts: list[list[Message]]) -> None:
-        for part in parts:
-            topic_id = self.history.next_counter(conn, user_id, "topic_id")
-            seg = TopicSegment(user_id=user_id, session_id=part[0].session_id, topic_id=topic_id, messages=part)
-            self.history.buffer_put(conn, user_id, SHORT_TERM, f"topic-{topic_id}", seg.model_dump(mode="json"))
-
-    def _keep_sensory(self, conn: Any, user_id: str, remaining: list[Message]) -> None:
-        """Persist the sensory buffer: what left it is removed, what stays is kept in order."""
-        stay = {m.id for m in remaining}
-        gone = [k for k, _ in self.history.buffer_items(user_id, SENSORY) if k not in stay]
-        self.history.buffer_remove(conn, user_id, SENSORY, gone)
-        for m in remaining:
-            self.history.buffer_put(conn, user_id, SENSORY, m.id, m.model_dump(mode="json"))
-
-    def _account_ingest(self, conn: Any, user_id: str, messages: list[Message], skipped: int) -> None:
-        roles = self.config.extraction_roles
-        used = [m for m in messages if m.role in roles]
-        for scope in (user_id, GLOBAL_SCOPE):
-            self.history.add_to_counter(conn, scope, "messages_in", len(messages))
-            self.history.add_to_counter(conn, scope, "messages_skipped_empty", skipped)
-            self.history.add_to_counter(conn, scope, "tokens_original", sum(m.tokens_original for m in used))
-            self.history.add_to_counter(
-                conn, scope, "tokens_after_compression",
-                sum(m.tokens_compressed if m.tokens_compressed is not None else m.tokens_original for m in used),
-            )
-
-    def _buffered_segments(self, user_id: str) -> list[tuple[str, TopicSegment]]:
-        return [(k, TopicSegment.model_validate(p)) for k, p in self.history.buffer_items(user_id, SHORT_TERM)]
-
-    def _maybe_extract(self, user_id: str, force: bool) -> list[MemoryEntry]:
-        buffered = self._buffered_segments(user_id)
-        if not buffered:
-            return []
-        roles, count = self.config.extraction_roles, self.components.count_tokens
-        tokens = sum(extraction_tokens(seg.messages, roles, count) for _, seg in buffered)
-        if not force and tokens < self.config.short_term_threshold_tokens:
-            return []
+    def _run_batch(self, batch: Batch) -> tuple[Outcome, list[MemoryEntry]]:
+        """Extract, store and (online) update one batch; a failed batch is kept for ``retry_failed``."""
+        c = self.components
         try:
-            entries = self.components.extractor.extract([seg for _, seg in buffered])
+            entries = pipeline.extract_batch(batch, c.extractor)
         except ExtractionParseError as exc:
-            batches.park_failed(self.components, user_id, SHORT_TERM, buffered, exc)
-            return []
+            pipeline.fail_batch(self.state, batch, exc)
+            return "failed", []
         except TransientError as exc:
-            log.warning("extraction for user %s failed for now (%s); the buffer is kept for the next try", user_id, exc)
-            return []
-        return self._store_extracted(user_id, SHORT_TERM, buffered, entries)
+            log.warning("extraction for user %s failed for now (%s); the batch stays in flight for the next try",
+                        batch.user_id, type(exc).__name__)
+            return "transient", []
+        pipeline.store_batch(self.state, c, batch, entries)
+        pipeline.after_store(c, self.config, entries, c.decider)
+        return "stored", entries
 
     def retry_failed(self, user_id: str = "default") -> dict[str, int]:
-        """Extract again every failed batch of ``user_id``; returns batches retried, still failed, entries stored."""
+        """Extract again every failed batch of ``user_id``; returns batches retried, still failed, entries stored.
+
+        A batch that meets a transient error again stays in flight, and the next ``add_memory`` or
+        ``flush`` of the user takes it first.
+        """
         with self._lock:
-            return batches.retry_failed(self.components, user_id, self._after_store)
-
-    def _store_extracted(self, user_id: str, kind: str, buffered: list[tuple[str, TopicSegment]],
-                         entries: list[MemoryEntry]) -> list[MemoryEntry]:
-        batches.store_extracted(self.components, user_id, kind, buffered, entries)
-        self._after_store(entries)
-        return entries
-
-    def _after_store(self, entries: list[MemoryEntry]) -> None:
-        if self.config.update == "online" and entries:
-            self._online_update(entries)
-
-    def _online_update(self, entries: list[MemoryEntry]) -> None:
-        opts, c = self.config.memory_manager.configs, self.components
-        try:
-            online_update(c, entries, c.decider or offline.ExactDuplicateDecider(), opts.online_score_threshold,
-                          opts.online_top_k)
-        except TransientError as exc:  # the entries are stored; the offline update will see them again
-            log.warning("online update skipped for now: %s", exc)
+            done = {"retried": 0, "still_failed": 0, "entries_stored": 0}
+            for batch in pipeline.resume_failed(self.state, user_id, LIBRARY_OWNER):
+                done["retried"] += 1
+                outcome, entries = self._run_batch(batch)
+                done["still_failed"] += outcome != "stored"
+                done["entries_stored"] += len(entries)
+            return done
 
     def flush(self, user_id: str = "default") -> int:
         """Cut the sensory buffer's tail, then extract whatever the short-term buffer holds now.
 
         Returns the number of entries stored.
         """
+        c = self.components
         with self._lock:
-            if self.components.segmenter is not None:
-                parts, remaining = self._cut([], True, user_id)
-                with self.history.transaction() as conn:
-                    self._keep_sensory(conn, user_id, remaining or [])
-                    self._to_short_term(conn, user_id, parts)
-            return len(self._maybe_extract(user_id, force=True))
+            if c.segmenter is not None:
+                with self.history.transaction():
+                    pipeline.buffer_messages(self.state, user_id, [], c.segmenter, self.config, c.count_tokens,
+                                             force=True)
+            return len(self._drain(user_id, force=True))
 
     # --- retrieval --------------------------------------------------------------------------------
     def retrieve(

@@ -8,8 +8,6 @@ from collections.abc import Callable
 import pytest
 
 from lightmem_core import LightMemory
-from lightmem_core.batches import FAILED_EXTRACTION
-from lightmem_core.memory import SHORT_TERM
 from lightmem_core.tokens import count_tokens
 from tests.support.scripted_llm import ScriptedLLMServer, Step
 
@@ -78,7 +76,7 @@ def test_number_of_calls_follows_the_threshold(make_llm_memory: MakeMemory, llm_
     assert expected >= 2
     assert len(llm_server.requests) == expected
     assert memory.get_token_statistics("u")["llm_calls"] == expected
-    assert len(memory.get_all("u")) == 24 - len(memory.history.buffer_items("u", SHORT_TERM))
+    assert len(memory.get_all("u")) == 24 - len(memory.state.buffered("u"))
     memory.flush("u")
     assert len(llm_server.requests) == expected + (1 if buffered else 0)
     assert len(memory.get_all("u")) == 24
@@ -107,9 +105,10 @@ def test_invalid_twice_is_kept_as_failed_and_retried_later(make_llm_memory: Make
     [failure] = memory.history.failures("ann")
     assert failure["purpose"] == "extraction" and failure["raw_reply"] == wrong_ids
     assert "m7" in failure["reason"] and "not valid JSON" in failure["reason"]
-    parked = memory.history.buffer_items("ann", FAILED_EXTRACTION)
-    assert [m["id"] for _, seg in parked for m in seg["messages"]] == ["t1", "t2", "t3"]
-    assert json.loads(failure["payload"])["segment_keys"] == [k for k, _ in parked]
+    [parked] = memory.state.failed("ann")
+    assert [m.id for m in parked.messages] == ["t1", "t2", "t3"]
+    assert parked.reason == failure["reason"] and parked.raw_reply == wrong_ids
+    assert json.loads(failure["payload"])["batch_id"] == parked.batch_id
     # New input is not blocked by the failed batch.
     memory.add_memory([{"id": "t4", "role": "user", "content": "I work as a nurse.", "time_stamp": "2025-03-02"}],
                       user_id="ann", force_extract=True)
@@ -117,7 +116,7 @@ def test_invalid_twice_is_kept_as_failed_and_retried_later(make_llm_memory: Make
     # Later, with a working model, the kept batch is extracted and the failure resolved.
     done = memory.retry_failed("ann")
     assert done == {"retried": 1, "still_failed": 0, "entries_stored": 2}
-    assert memory.history.failures("ann") == [] and memory.history.buffer_items("ann", FAILED_EXTRACTION) == []
+    assert memory.history.failures("ann") == [] and memory.state.failed("ann") == []
     assert sorted(s for e in memory.get_all("ann") for s in e.source_ids) == ["t1", "t3", "t4"]
 
 
@@ -129,15 +128,16 @@ def test_retry_that_fails_again_stays_failed(make_llm_memory: MakeMemory, llm_se
     assert len(memory.history.failures("ann")) == 1
     assert len(memory.history.failures("ann", include_resolved=True)) == 2
     [open_failure] = memory.history.failures("ann")
-    kept = [k for k, _ in memory.history.buffer_items("ann", FAILED_EXTRACTION)]
-    assert len(kept) == 1 and json.loads(open_failure["payload"])["segment_keys"] == kept
+    kept = [b.batch_id for b in memory.state.failed("ann")]
+    assert len(kept) == 1 and [json.loads(open_failure["payload"])["batch_id"]] == kept
 
 
 def test_server_down_keeps_the_buffer(make_llm_memory: MakeMemory, llm_server: ScriptedLLMServer) -> None:
     memory = make_llm_memory(llm={"max_retries": 1})
     llm_server.script(Step(status=500), Step(status=500))
     assert memory.add_memory(SESSION, user_id="ann", session_id="s1", force_extract=True)["entries_stored"] == 0
-    assert len(memory.history.buffer_items("ann", SHORT_TERM)) == 1  # nothing lost; the next trigger retries
+    [kept] = memory.state.in_flight("ann")  # nothing lost; the next trigger takes it again
+    assert [m.id for m in kept.messages] == ["t1", "t2", "t3"] and memory.state.failed("ann") == []
     assert memory.flush("ann") == 2
 
 

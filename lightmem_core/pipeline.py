@@ -1,0 +1,225 @@
+"""The stages of ``add_memory`` in order, each once, written against ``PipelineState``.
+
+``LightMemory`` (one process, SQLite state) and the Celery tasks (Redis state) are thin drivers
+over these functions:
+
+1. ``prepare``: drop messages the user already buffered, count tokens, compress (one batched call);
+2. ``buffer_messages``: cut topic segments through the sensory buffer, append them to the
+   short-term buffer, count what came in;
+3. ``should_drain`` / ``take_batch``: when the buffer passes the threshold (or a flush was asked),
+   take whole sessions up to the threshold as one batch, with topic ids fixed;
+4. ``extract_batch``: one extraction call for the batch (the driver decides where it runs);
+5. ``store_batch``: embed, upsert, record the history, finish the batch (counted once);
+6. ``after_store``: the online update when ``update: online``;
+7. ``fail_batch`` / ``resume_failed``: a batch that failed for good is kept with its reason, and
+   ``retry_failed`` takes it back into flight.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from lightmem_core.config import BaseMemoryConfigs
+from lightmem_core.errors import ExtractionParseError, TransientError
+from lightmem_core.extraction import Extractor
+from lightmem_core.models import MemoryEntry, Message, TopicSegment
+from lightmem_core.online import online_update
+from lightmem_core.segmenters.base import Segmenter
+from lightmem_core.sensory import feed
+from lightmem_core.stages import (
+    compress_messages,
+    count_message_tokens,
+    cut_topics,
+    extraction_tokens,
+    index_entries,
+    split_sessions,
+)
+from lightmem_core.state import Batch, BufferedSegment, BufferInfo, PipelineState, segment_key
+from lightmem_core.update import ExactDuplicateDecider, UpdateDecider
+
+if TYPE_CHECKING:
+    from lightmem_core.compressors.base import Compressor
+    from lightmem_core.factory import Components
+
+log = logging.getLogger(__name__)
+TokenCounter = Callable[[str], int]
+
+
+# --- 1. prepare -------------------------------------------------------------------------------------
+def prepare(state: PipelineState, messages: list[Message], count: TokenCounter, compressor: Compressor | None,
+            roles: set[str]) -> list[Message]:
+    """The messages no user has buffered before, counted and compressed in one batched call."""
+    by_user: dict[str, list[str]] = {}
+    for m in messages:
+        by_user.setdefault(m.user_id, []).append(m.id)
+    fresh = {(u, i) for u, ids in by_user.items() for i in state.unseen(u, ids)}
+    chosen = [m for m in messages if (m.user_id, m.id) in fresh]
+    return compress_messages(count_message_tokens(chosen, count), compressor, roles)
+
+
+# --- 2. buffer --------------------------------------------------------------------------------------
+def sensory_capacity(config: BaseMemoryConfigs) -> int:
+    return config.topic_segmenter.configs.sensory_buffer_tokens if config.topic_segmenter else 512
+
+
+def topic_parts(state: PipelineState, user_id: str, messages: list[Message], segmenter: Segmenter | None,
+                config: BaseMemoryConfigs, count: TokenCounter, force: bool) -> list[list[Message]]:
+    """Topic segments ready for the short-term buffer; with a segmenter, through the sensory buffer.
+
+    Without a segmenter every session of the call is one segment. With one, the messages join the
+    user's sensory buffer, which ``force`` flushes (the workers force at the end of every queued item).
+    """
+    if segmenter is None:
+        return [part for session in split_sessions(messages) for part in cut_topics(session, None)]
+    incoming = [m for session in split_sessions(messages) for m in session]
+    fed = feed(state.sensory(user_id), incoming, segmenter, sensory_capacity(config), config.extraction_roles,
+               count, force=force)
+    state.keep_sensory(user_id, fed.remaining)
+    return fed.segments
+
+
+def ingest_amounts(messages: list[Message], roles: set[str]) -> dict[str, float]:
+    """What the counters learn from messages entering the short-term buffer."""
+    used = [m for m in messages if m.role in roles]
+    return {
+        "messages_in": len(messages),
+        "tokens_original": sum(m.tokens_original for m in used),
+        "tokens_after_compression": sum(m.tokens_compressed if m.tokens_compressed is not None else m.tokens_original
+                                        for m in used),
+    }
+
+
+def buffer_messages(state: PipelineState, user_id: str, messages: list[Message], segmenter: Segmenter | None,
+                    config: BaseMemoryConfigs, count: TokenCounter, force: bool,
+                    tracking_id: str | None = None) -> list[str]:
+    """Cut ``messages`` (prepared, one user's) into topic segments and buffer them; returns the new keys.
+
+    Call under the user's lock. A segment buffered before is not appended again, and not counted again.
+    """
+    roles = config.extraction_roles
+    appended: list[str] = []
+    counted: list[Message] = []
+    for part in topic_parts(state, user_id, messages, segmenter, config, count, force):
+        segment = BufferedSegment(key=segment_key(part), session_id=part[0].session_id, tracking_id=tracking_id,
+                                  tokens=extraction_tokens(part, roles, count), messages=part)
+        if state.append(user_id, segment):
+            appended.append(segment.key)
+            counted.extend(part)
+    if counted:
+        state.count(user_id, ingest_amounts(counted, roles))
+    return appended
+
+
+# --- 3. batches -------------------------------------------------------------------------------------
+def should_drain(info: BufferInfo, threshold_tokens: int, max_buffer_tokens: int | None = None) -> bool:
+    """Drain when the buffer passes the threshold (or a flush was asked) and none of the user's queued
+    input is still on its way, so that input queued out of order is applied in time order; or when it
+    passes the size limit regardless."""
+    if not info.segments:
+        return False
+    if max_buffer_tokens is not None and info.tokens >= max_buffer_tokens:
+        return True
+    return (info.flush or info.tokens >= threshold_tokens) and not info.pending_items
+
+
+def whole_sessions(segments: list[BufferedSegment], threshold_tokens: int) -> int:
+    """How many leading segments make whole sessions holding at least ``threshold_tokens`` (all, if fewer)."""
+    total = 0
+    for i, seg in enumerate(segments):
+        total += seg.tokens
+        next_session = segments[i + 1].session_id if i + 1 < len(segments) else None
+        if total >= threshold_tokens and next_session != seg.session_id:
+            return i + 1
+    return len(segments)
+
+
+def take_batch(state: PipelineState, user_id: str, owner: str, threshold_tokens: int, lease_s: float,
+               max_buffer_tokens: int | None = None) -> Batch | None:
+    """The user's next batch. Call under the user's lock.
+
+    A batch in flight that ``owner`` took before (a re-run) or whose lease ran out (a dead worker) is
+    taken again, with the same topic ids. Otherwise, when ``should_drain``, the buffered segments are
+    taken as ``add_memory`` extracts them: whole sessions up to the first one after which the batch
+    holds at least ``threshold_tokens``, in (session time, turn index) order.
+    """
+    now = time.time()
+    for batch in state.in_flight(user_id):
+        if batch.owner == owner or now - batch.taken_at > lease_s:
+            return state.claim(batch, owner)
+    info = state.info(user_id)
+    if not should_drain(info, threshold_tokens, max_buffer_tokens):
+        return None
+    buffered = state.buffered(user_id)
+    taken = buffered[: whole_sessions(buffered, threshold_tokens)]
+    first = state.next_topic_ids(user_id, len(taken))
+    segments = [TopicSegment(user_id=user_id, session_id=s.session_id, topic_id=first + i, messages=s.messages)
+                for i, s in enumerate(taken)]
+    batch = Batch(user_id=user_id, owner=owner, segments=segments, tokens=sum(s.tokens for s in taken),
+                  tracking={s.key: s.tracking_id for s in taken if s.tracking_id})
+    state.start_batch(batch, [s.key for s in taken], clear_flush=len(taken) == len(buffered))
+    return batch
+
+
+# --- 4. extract -------------------------------------------------------------------------------------
+def extract_batch(batch: Batch, extractor: Extractor) -> list[MemoryEntry]:
+    """One extraction call for the batch: ``TransientError`` (retry later) or ``ExtractionParseError``
+    (invalid even after the repair: fail the batch) propagate."""
+    return extractor.extract(batch.segments)
+
+
+# --- 5. store ---------------------------------------------------------------------------------------
+def batch_amounts(entries: list[MemoryEntry], count: TokenCounter) -> dict[str, float]:
+    return {"entries_stored": len(entries), "tokens_stored": sum(count(e.memory) for e in entries), "batches": 1}
+
+
+def store_batch(state: PipelineState, c: Components, batch: Batch, entries: list[MemoryEntry]) -> bool:
+    """Embed and upsert the entries, record messages and changes, finish the batch; ``False`` when a
+    previous run stored it already (the upserts are idempotent, the history is written once)."""
+    index_entries(entries, c.store, c.embedder, c.bm25)
+    messages = batch.messages
+    with c.history.transaction() as conn:
+        c.history.save_messages(conn, messages)
+        c.history.set_message_state(conn, [m.id for m in messages], "extracted")
+        if not state.finish_batch(batch):
+            return False
+        for e in entries:
+            c.history.record_change(conn, e.id, e.user_id, "ADD", None, e.memory, "extracted")
+        state.count(batch.user_id, batch_amounts(entries, c.count_tokens))
+    return True
+
+
+# --- 6. online update -------------------------------------------------------------------------------
+def after_store(c: Components, config: BaseMemoryConfigs, entries: list[MemoryEntry],
+                decider: UpdateDecider | None) -> dict[str, int]:
+    """``update: online``: settle the new entries against older similar ones right away."""
+    if config.update != "online" or not entries:
+        return {}
+    opts = config.memory_manager.configs
+    try:
+        return online_update(c, entries, decider or ExactDuplicateDecider(), opts.online_score_threshold,
+                             opts.online_top_k)
+    except TransientError as exc:  # the entries are stored; the offline update will see them again
+        log.warning("online update skipped for now: %s", exc)
+        return {}
+
+
+# --- 7. failure -------------------------------------------------------------------------------------
+def fail_batch(state: PipelineState, batch: Batch, exc: BaseException) -> Batch | None:
+    """Keep a batch that failed for good, with the reason and the raw reply, for ``retry_failed``."""
+    raw_reply = exc.raw_reply if isinstance(exc, ExtractionParseError) else None
+    reason = f"{type(exc).__name__}: {exc}"
+    log.warning("batch %s of user %s failed: %s; kept for retry", batch.batch_id, batch.user_id, type(exc).__name__)
+    return state.fail_batch(batch.user_id, batch.batch_id, reason, raw_reply)
+
+
+def resume_failed(state: PipelineState, user_id: str, owner: str) -> list[Batch]:
+    """Every failed batch of ``user_id`` back in flight for ``owner``, oldest first."""
+    resumed = []
+    for batch in sorted(state.failed(user_id), key=lambda b: b.taken_at):
+        again = state.resume_failed(user_id, batch.batch_id, owner)
+        if again is not None:
+            resumed.append(again)
+    return resumed
