@@ -15,7 +15,7 @@ import math
 import threading
 from typing import Any, Literal
 
-from lightmem_core import pipeline
+from lightmem_core import pipeline, retrieval
 from lightmem_core import update as offline
 from lightmem_core.config import BaseMemoryConfigs, configure_logging, parse_config
 from lightmem_core.errors import ExtractionParseError, InvalidInput, TransientError
@@ -164,11 +164,9 @@ class LightMemory:
         if not isinstance(limit, int) or limit < 1:
             raise InvalidInput(f"limit: expected a positive integer, got {limit!r}")
         strategy = self.config.retrieve_strategy
-        c = self.components
-        dense = c.embedder.embed([query])[0] if strategy in ("embedding", "hybrid") and c.embedder else None
-        sparse = c.bm25.encode_query(query) if strategy in ("context", "hybrid") and c.bm25 else None
+        vectors = retrieval.query_vectors(self.components, strategy, query)
         with self._lock:
-            hits = self.store.search(user_id, strategy, dense, sparse, limit, filters)
+            hits = retrieval.search(self.components, strategy, user_id, vectors, limit, filters)
         results = [
             RetrievedMemory(id=e.id, score=s, memory=e.memory, time_stamp=e.time_stamp, weekday=e.weekday, entry=e)
             for e, s in hits

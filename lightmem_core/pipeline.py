@@ -49,15 +49,25 @@ TokenCounter = Callable[[str], int]
 
 
 # --- 1. prepare -------------------------------------------------------------------------------------
-def prepare(state: PipelineState, messages: list[Message], count: TokenCounter, compressor: Compressor | None,
-            roles: set[str]) -> list[Message]:
-    """The messages no user has buffered before, counted and compressed in one batched call."""
+def fresh_messages(state: PipelineState, messages: list[Message]) -> list[Message]:
+    """The messages their user has not buffered before (message ids are scoped per user), in order."""
     by_user: dict[str, list[str]] = {}
     for m in messages:
         by_user.setdefault(m.user_id, []).append(m.id)
     fresh = {(u, i) for u, ids in by_user.items() for i in state.unseen(u, ids)}
-    chosen = [m for m in messages if (m.user_id, m.id) in fresh]
-    return compress_messages(count_message_tokens(chosen, count), compressor, roles)
+    return [m for m in messages if (m.user_id, m.id) in fresh]
+
+
+def count_and_compress(messages: list[Message], count: TokenCounter, compressor: Compressor | None,
+                       roles: set[str]) -> list[Message]:
+    """Token counts filled in, and the messages of ``roles`` compressed in one batched call."""
+    return compress_messages(count_message_tokens(messages, count), compressor, roles)
+
+
+def prepare(state: PipelineState, messages: list[Message], count: TokenCounter, compressor: Compressor | None,
+            roles: set[str]) -> list[Message]:
+    """``fresh_messages``, counted and compressed."""
+    return count_and_compress(fresh_messages(state, messages), count, compressor, roles)
 
 
 # --- 2. buffer --------------------------------------------------------------------------------------

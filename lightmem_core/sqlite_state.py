@@ -66,6 +66,7 @@ class SQLiteState:
     def info(self, user_id: str) -> BufferInfo:
         segments = self.buffered(user_id)
         return BufferInfo(tokens=sum(s.tokens for s in segments), segments=len(segments),
+                          turns=sum(len(s.messages) for s in segments),
                           flush=bool(self.history.counter(user_id, "flush")),
                           batches_in_flight=len(self.history.buffer_items(user_id, IN_FLIGHT)),
                           last_append=self.history.counter(user_id, "last_append"))

@@ -74,6 +74,7 @@ class BufferInfo:
 
     tokens: int = 0
     segments: int = 0
+    turns: int = 0
     flush: bool = False
     pending_items: int = 0  # queued input not buffered yet (workers only): drains wait for it
     batches_in_flight: int = 0

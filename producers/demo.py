@@ -17,7 +17,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from lightmem_core import LightMemory
-from producers.settings import deep_merge, get_settings, memory_config
+from workers.settings import deep_merge, get_settings, memory_config
 
 DEMO_DIR = Path(".lightmem/demo")
 QUESTIONS = [

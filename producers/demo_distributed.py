@@ -21,7 +21,7 @@ from typing import Any
 from tqdm import tqdm
 
 from producers.demo import QUESTIONS, sample_sessions
-from producers.settings import get_settings
+from workers.settings import get_settings
 
 DEMO_DIR = Path(".lightmem/demo-distributed")
 ROLES = ("compress", "extract", "store", "update")

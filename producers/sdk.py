@@ -22,12 +22,18 @@ import redis
 
 from lightmem_core.errors import InvalidInput, TransientError
 from lightmem_core.ingest import normalize_messages
-from workers.messages import CompressPayload, DrainPayload, SearchPayload, SessionItem, encode
-from workers.pipeline import state_for
+from workers import names
+from workers.messages import (
+    CompressPayload,
+    DrainPayload,
+    EntriesPayload,
+    RetryPayload,
+    SearchPayload,
+    SessionItem,
+    send,
+)
+from workers.parts import state_for
 from workers.settings import DistributedSettings, get_settings
-
-COMPRESS, DRAIN, SEARCH, NIGHTLY = ("lightmem.compress.sessions", "lightmem.extract.drain",
-                                    "lightmem.store.search", "lightmem.update.nightly")
 
 
 class MemoryProducer:
@@ -70,7 +76,7 @@ class MemoryProducer:
         return item.tracking_id
 
     def _send(self, items: list[SessionItem]) -> None:
-        payload = encode(CompressPayload(sessions=items))
+        payload = CompressPayload(sessions=items)
 
         def track() -> None:
             pipe = self.state.r.pipeline()
@@ -80,8 +86,8 @@ class MemoryProducer:
 
         self._redis(track)
         try:
-            self.app.send_task(COMPRESS, args=[payload], retry=True,
-                               retry_policy={"max_retries": 2, "interval_start": 0.1, "interval_step": 0.2})
+            send(self.app, payload, retry=True,
+                 retry_policy={"max_retries": 2, "interval_start": 0.1, "interval_step": 0.2})
         except Exception as exc:  # kombu raises several classes; none of them may leave a stale tracking entry
             reason = f"not queued: {exc}"
             for item in items:
@@ -94,7 +100,16 @@ class MemoryProducer:
     def flush(self, user_id: str) -> None:
         """Extract whatever the user's buffers hold once the user's queued input is buffered."""
         self._redis(lambda: self.state.request_flush(user_id))
-        self.app.send_task(DRAIN, args=[encode(DrainPayload(user_id=user_id, force=True))])
+        send(self.app, DrainPayload(user_id=user_id, force=True))
+
+    def retry_failed(self, user_ids: Sequence[str] | None = None) -> list[str]:
+        """Extract again the failed batches of ``user_ids`` (default: every user that has some); returns
+        the users given a retry task. ``lightmem retry`` calls this."""
+        users = list(user_ids) if user_ids is not None else self._redis(
+            lambda: [u for u in self.state.users() if self.state.failed(u)])
+        for user_id in users:
+            send(self.app, RetryPayload(user_id=user_id))
+        return users
 
     # --- observe ----------------------------------------------------------------------------------
     def status(self, tracking_id: str | None = None) -> dict[str, Any]:
@@ -108,13 +123,17 @@ class MemoryProducer:
         r, st = self.state.r, self.state
         backlog = {self.settings.queue(q): int(r.llen(self.settings.queue(q)))
                    for q in ("compress", "extract", "store", "update")}
-        buffers = {u: st.buffer_info(u) for u in st.users()}
+        users = st.users()
+        buffers = {u: st.info(u) for u in users}
+        failed = {u: len(st.failed(u)) for u in users}
         return {
             "backlog": backlog,
-            "buffered_turns": sum(b["turns"] for b in buffers.values()),
-            "buffered_users": sorted(u for u, b in buffers.items() if b["segments"] or b["batches"]),
-            "batches_in_flight": sum(b["batches"] for b in buffers.values()),
-            "in_flight": sum(b["inflight"] for b in buffers.values()),
+            "buffered_turns": sum(b.turns for b in buffers.values()),
+            "buffered_users": sorted(u for u, b in buffers.items() if b.segments or b.batches_in_flight),
+            "batches_in_flight": sum(b.batches_in_flight for b in buffers.values()),
+            "failed_batches": sum(failed.values()),
+            "users_with_failed_batches": sorted(u for u, n in failed.items() if n),
+            "in_flight": sum(b.pending_items for b in buffers.values()),
             "failures": int(st.stats().get("failures", 0)),
             "recent_failures": st.failures(10),
         }
@@ -126,7 +145,7 @@ class MemoryProducer:
         while True:
             pipe = self.state.r.pipeline()
             for tid in tracking_ids:
-                pipe.hget(f"{self.settings.key_prefix}:track:{tid}", "state")
+                pipe.hget(self.state.keys.track(tid), "state")
             states = {tid: (s.decode() if s else "unknown") for tid, s in zip(tracking_ids, pipe.execute(), strict=True)}
             if all(s in ("indexed", "failed") for s in states.values()):
                 return states
@@ -137,17 +156,17 @@ class MemoryProducer:
 
     def search(self, user_id: str, query: str, limit: int = 5, timeout_s: float = 60.0) -> list[dict[str, Any]]:
         """Retrieval through the store worker (the only process that may open an embedded store)."""
-        result = self.app.send_task(SEARCH, args=[encode(SearchPayload(user_id=user_id, query=query, limit=limit))])
+        result = send(self.app, SearchPayload(user_id=user_id, query=query, limit=limit))
         return list(result.get(timeout=timeout_s))
 
     def entries(self, user_id: str, timeout_s: float = 60.0) -> list[dict[str, Any]]:
         """Every entry of a user, through the store worker."""
-        result = self.app.send_task("lightmem.store.entries", args=[encode(DrainPayload(user_id=user_id))])
+        result = send(self.app, EntriesPayload(user_id=user_id))
         return list(result.get(timeout=timeout_s))
 
     def update_now(self) -> list[str]:
         """Run the nightly fan-out now; returns the users given an update (waits for the fan-out only)."""
-        return list(self.app.send_task(NIGHTLY).get(timeout=60))
+        return list(self.app.send_task(names.UPDATE_NIGHTLY).get(timeout=60))
 
     def close(self) -> None:
         self.state.r.close()

@@ -13,41 +13,37 @@ from typing import Any
 
 from celery import Celery
 from celery.schedules import crontab
+from celery.signals import after_setup_logger
 from kombu import Exchange, Queue
 
 from lightmem_core import factory
-from lightmem_core.config import BaseMemoryConfigs
-from workers.pipeline import Pipeline
+from lightmem_core.config import BaseMemoryConfigs, configure_logging
+from workers import names
+from workers.parts import WorkerParts
 from workers.settings import QUEUES, DistributedSettings, get_settings
 
 TASK_MODULES = ["workers.tasks.compress", "workers.tasks.extract", "workers.tasks.store", "workers.tasks.update"]
-# Tasks that touch the store: on the store owner's queue when Qdrant is an embedded folder.
-STORE_TOUCHING = {"lightmem.update.user": "update"}
 
 
-def build_pipeline(settings: DistributedSettings) -> Pipeline:
+def build_parts(settings: DistributedSettings) -> WorkerParts:
     """The composition root: the one name→builder map of the distributed system, on ``lightmem_core.factory``."""
     builders: dict[str, Callable[[BaseMemoryConfigs], Any]] = {
         "extractor": factory.build_extractor,
         "compressor": factory.build_compressor,
         "segmenter": factory.build_segmenter,  # loads its own embedder in the compress worker
     }
-    return Pipeline(settings, builders)
+    return WorkerParts(settings, builders)
 
 
 @lru_cache(maxsize=1)
-def get_pipeline() -> Pipeline:
-    """This process's pipeline: models load once per process, on first use."""
-    return build_pipeline(get_settings())
+def get_parts() -> WorkerParts:
+    """This process's parts: models load once per process, on first use."""
+    return build_parts(get_settings())
 
 
 def route_for(name: str, settings: DistributedSettings) -> str:
-    """The queue of a task: the role named after ``lightmem.``, with store-touching work on the store
-    queue when the store is embedded (only the store worker may open the folder)."""
-    role = name.split(".")[1] if name.startswith("lightmem.") else "compress"
-    if name in STORE_TOUCHING:
-        role = "store" if settings.embedded_store else STORE_TOUCHING[name]
-    return settings.queue(role if role in QUEUES else "compress")
+    """The queue of a task (``workers.names``); an unknown task name raises ``names.UnknownTask``."""
+    return settings.queue(names.role_of(name, settings.embedded_store))
 
 
 def beat_schedule(settings: DistributedSettings) -> dict[str, dict[str, Any]]:
@@ -59,8 +55,8 @@ def beat_schedule(settings: DistributedSettings) -> dict[str, dict[str, Any]]:
         update = crontab(minute=minute, hour=hour, day_of_month=day_of_month, month_of_year=month_of_year,
                          day_of_week=day_of_week)
     return {
-        "lightmem-nightly-update": {"task": "lightmem.update.nightly", "schedule": update},
-        "lightmem-flush-idle": {"task": "lightmem.update.flush_idle", "schedule": timedelta(seconds=settings.idle_check_s)},
+        "lightmem-nightly-update": {"task": names.UPDATE_NIGHTLY, "schedule": update},
+        "lightmem-flush-idle": {"task": names.UPDATE_FLUSH_IDLE, "schedule": timedelta(seconds=settings.idle_check_s)},
     }
 
 
@@ -104,6 +100,15 @@ def make_app(settings: DistributedSettings) -> Celery:
     if (ssl := _ssl_options(settings.backend_url, settings)) is not None:
         app.conf.redis_backend_use_ssl = ssl
     return app
+
+
+@after_setup_logger.connect
+def _configure_logging(**_: Any) -> None:
+    """LightMem's ``logging`` option sets the workers' ``lightmem_core`` logger as it does in the library
+    (level and log file); Celery's own console handler prints it, so no second console handler."""
+    config = get_settings().memory_cfg.logging
+    if config is not None:
+        configure_logging(config.model_copy(update={"console_enabled": False}))
 
 
 app = make_app(get_settings())

@@ -2,19 +2,22 @@
 
 A payload that does not decode raises ``PayloadError``, which keeps the raw payload so the failure
 record shows exactly what arrived. ``v`` is the schema version; a worker refuses versions it does not know.
+Each payload class names the one task it is for (``TASK``), so hand-off is ``send(app, payload)``.
 """
 
 from __future__ import annotations
 
 import json
-from typing import Any, Literal, TypeVar
+from typing import Any, ClassVar, Literal, TypeVar
 
+from celery import Celery
+from celery.result import AsyncResult
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from lightmem_core.errors import LightMemError
-from lightmem_core.models import MemoryEntry, Message, TopicSegment
-
-VERSION = 1
+from lightmem_core.models import MemoryEntry, Message
+from lightmem_core.state import Batch
+from workers import names
 
 
 class PayloadError(LightMemError):
@@ -25,10 +28,13 @@ class PayloadError(LightMemError):
         self.raw = raw
 
 
-class _Payload(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class Payload(BaseModel):
+    """A task's argument; ``TASK`` is the task it is sent to."""
 
-    v: Literal[1] = 1  # VERSION
+    model_config = ConfigDict(extra="forbid")
+    TASK: ClassVar[str]
+
+    v: Literal[1] = 1  # names.PAYLOAD_VERSION
 
 
 class SessionItem(BaseModel):
@@ -43,39 +49,61 @@ class SessionItem(BaseModel):
     skipped_empty: int = 0
 
 
-class CompressPayload(_Payload):
+class CompressPayload(Payload):
     """Queue ``compress``: sessions of any users, compressed together in few batched passes."""
+
+    TASK = names.COMPRESS_SESSIONS
 
     sessions: list[SessionItem] = Field(min_length=1)
 
 
-class DrainPayload(_Payload):
+class UserPayload(Payload):
+    """A payload that concerns one user."""
+
+    user_id: str = Field(min_length=1)
+
+
+class DrainPayload(UserPayload):
     """Queue ``extract``: move a user's buffered topic segments through extraction."""
 
-    user_id: str
+    TASK = names.EXTRACT_DRAIN
+
     force: bool = False
 
 
-class StorePayload(_Payload):
+class RetryPayload(UserPayload):
+    """Queue ``extract``: take the user's failed batches back into flight and extract them again."""
+
+    TASK = names.EXTRACT_RETRY
+
+
+class StorePayload(UserPayload):
     """Queue ``store`` (embedded Qdrant) or done in place (Qdrant server): index a batch's entries."""
 
-    user_id: str
-    batch_id: str
+    TASK = names.STORE_INDEX
+
+    batch: Batch
     entries: list[MemoryEntry]
-    segments: list[TopicSegment]
-    tracking: dict[str, str] = Field(default_factory=dict)  # segment key -> tracking id
 
 
-class SearchPayload(_Payload):
-    user_id: str
+class SearchPayload(UserPayload):
+    TASK = names.STORE_SEARCH
+
     query: str = Field(min_length=1)
     limit: int = Field(10, ge=1, le=1000)
 
 
-class UpdatePayload(_Payload):
+class EntriesPayload(UserPayload):
+    """Every entry of one user, from the process that owns the store."""
+
+    TASK = names.STORE_ENTRIES
+
+
+class UpdatePayload(UserPayload):
     """Queue ``update`` (or ``store`` when embedded): the offline update of one user up to ``watermark``."""
 
-    user_id: str
+    TASK = names.UPDATE_USER
+
     watermark: float
 
 
@@ -94,6 +122,11 @@ def decode(model: type[M], raw: Any) -> M:
 def encode(payload: BaseModel) -> dict[str, Any]:
     """The JSON-ready dict that travels through the broker."""
     return payload.model_dump(mode="json")
+
+
+def send(app: Celery, payload: Payload, **options: Any) -> AsyncResult:
+    """Hand ``payload`` to its task; the app's router picks the queue from the task name."""
+    return app.send_task(payload.TASK, args=[encode(payload)], **options)
 
 
 def _first_error(exc: Exception) -> str:

@@ -21,8 +21,8 @@ STAGE_SECONDS = Histogram("lightmem_stage_seconds", "Task latency by task name",
 FAILURES = Counter("lightmem_failures", "Tasks failed for good (recorded with their reason)", ["task"])
 
 
-def observe_batch(stats: dict[str, float]) -> None:
-    """Count a stored batch (called once per batch, not per re-run)."""
+def observe(stats: dict[str, float]) -> None:
+    """Count what the state counted (once per buffered segment or stored batch, not per re-run)."""
     TURNS_IN.inc(stats.get("messages_in", 0))
     TOKENS_ORIGINAL.inc(stats.get("tokens_original", 0))
     TOKENS_COMPRESSED.inc(stats.get("tokens_after_compression", 0))

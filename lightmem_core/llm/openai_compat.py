@@ -1,7 +1,7 @@
 """One client for every OpenAI-compatible endpoint: OpenAI, DeepSeek, Qwen (DashScope), Ollama, vLLM.
 
 The backend name only picks defaults (base URL, model, whether a key is needed). The key comes from
-the configuration; ``producers.settings`` fills it from the environment, since ``lightmem_core``
+the configuration; ``workers.settings`` fills it from the environment, since ``lightmem_core``
 never reads ``os.environ``. The SDK's own retries are off: ``RetryingClient`` owns retries, and SDK
 exceptions are translated here, at the edge, into ``TransientError`` or ``LLMRequestError``.
 TLS certificates are always verified.

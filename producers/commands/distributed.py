@@ -33,6 +33,11 @@ def register(subparsers: Any) -> None:
     update.set_defaults(func=_update)
     stats = subparsers.add_parser("stats", help="compression ratio, entries, LLM calls and tokens per 1,000 turns")
     stats.set_defaults(func=_stats)
+    retry = subparsers.add_parser("retry", help="extract failed batches again (after the LLM is healthy again)")
+    who = retry.add_mutually_exclusive_group(required=True)
+    who.add_argument("user", nargs="?", help="the user whose failed batches to retry")
+    who.add_argument("--all", action="store_true", help="every user with failed batches")
+    retry.set_defaults(func=_retry)
     worker = subparsers.add_parser("worker", help="start a worker process for one queue")
     worker.add_argument("role", choices=ROLES)
     worker.add_argument("--concurrency", type=int, default=None)
@@ -110,6 +115,12 @@ def _search(args: argparse.Namespace) -> int:
 def _update(args: argparse.Namespace) -> int:
     users = _producer().update_now()
     print(f"offline update queued for {len(users)} user(s): {', '.join(users) or '-'}")
+    return 0
+
+
+def _retry(args: argparse.Namespace) -> int:
+    users = _producer().retry_failed(None if args.all else [args.user])
+    print(f"retry queued for {len(users)} user(s): {', '.join(users) or '-'}")
     return 0
 
 

@@ -22,7 +22,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _config(args: argparse.Namespace) -> int:
-    from producers.settings import get_settings, memory_config
+    from workers.settings import get_settings, memory_config
 
     data = memory_config().model_dump(mode="json")
     if not args.show_secrets:

@@ -28,7 +28,7 @@ from producers.eval.answering import LLMEndpoint
 from producers.eval.harness import EvalRun, evaluate
 from producers.eval.runner import EvalOptions
 from producers.eval.systems import ALL_SYSTEMS
-from producers.settings import get_settings, memory_config
+from workers.settings import get_settings, memory_config
 
 log = logging.getLogger(__name__)
 DEFAULT_FILES = {"locomo": "locomo10.json", "longmemeval": "longmemeval_s_sample.json"}

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 import pytest
 
 from producers.cli import main
-from producers.settings import get_settings
+from workers.settings import get_settings
 
 
 @pytest.fixture

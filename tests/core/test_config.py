@@ -101,7 +101,7 @@ def test_missing_model_path_fails_at_from_config_with_the_path(memory_config, tm
 
 
 def test_yaml_file_and_environment_overrides(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from producers.settings import Settings, memory_config
+    from workers.settings import Settings, memory_config
 
     file = tmp_path / "c.yaml"
     file.write_text("retrieve_strategy: context\nmemory_manager:\n  model_name: verbatim\n")

@@ -14,8 +14,8 @@ import pytest
 from lightmem_core import LightMemory
 from lightmem_core.factory import build_components
 from producers.datasets import add_conversation, load_locomo
-from producers.settings import deep_merge
 from tests.distributed.conftest import Cluster
+from workers.settings import deep_merge
 
 pytestmark = pytest.mark.integration
 LOCOMO_USERS = 3

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import pytest
 import redis
 
+from lightmem_core import pipeline
 from lightmem_core.models import Message
+from lightmem_core.state import BufferedSegment, segment_key
 from tests.distributed.conftest import Cluster
 from workers.launch import LocalCluster
+from workers.messages import send as send_payload
 from workers.ratelimit import RedisRateLimiter
-from workers.state import PipelineState
+from workers.redis_state import RedisState
 
 pytestmark = pytest.mark.integration
 
@@ -22,7 +26,7 @@ def _client(redis_cluster: LocalCluster) -> redis.Redis:
 
 def test_a_dead_workers_lock_expires(redis_cluster: LocalCluster) -> None:
     client = _client(redis_cluster)
-    state = PipelineState(client, prefix=f"lock{time.time_ns()}", lock_timeout_s=1.0)
+    state = RedisState(client, prefix=f"lock{time.time_ns()}", lock_timeout_s=1.0)
     dead = state.lock("u1")
     assert dead.acquire(blocking=False)  # taken and never released, as by a killed worker
     start = time.monotonic()
@@ -34,26 +38,30 @@ def test_a_dead_workers_lock_expires(redis_cluster: LocalCluster) -> None:
 
 def test_appends_are_idempotent_and_ordered_by_time_then_turn(redis_cluster: LocalCluster) -> None:
     client = _client(redis_cluster)
-    state = PipelineState(client, prefix=f"order{time.time_ns()}")
+    state = RedisState(client, prefix=f"order{time.time_ns()}")
 
     def msg(session: str, day: int, turn: int) -> Message:
         return Message(id=f"{session}-{turn}", user_id="u", session_id=session, turn_index=turn, role="user",
                        content="x", time_stamp=f"2025-01-{day:02d}T00:00:00Z")
 
+    def seg(messages: list[Message], tokens: int) -> BufferedSegment:
+        return BufferedSegment(key=segment_key(messages), session_id=messages[0].session_id, tokens=tokens,
+                               messages=messages, tracking_id="t")
+
     late, early = [msg("b", 9, 0), msg("b", 9, 1)], [msg("a", 2, 0)]
-    assert state.append("t1", late, 5) is not None
-    assert state.append("t1", late, 5) is None  # the same segment again: nothing added
-    assert state.append("t2", early, 3) is not None
-    assert state.buffer_info("u")["tokens"] == 8
-    batch = state.take_batch("u", owner="task-1", stale_s=60, threshold_tokens=1)
+    assert state.append("u", seg(late, 5))
+    assert not state.append("u", seg(late, 5))  # the same segment again: nothing added
+    assert state.append("u", seg(early, 3))
+    assert state.info("u").tokens == 8
+    batch = pipeline.take_batch(state, "u", owner="task-1", threshold_tokens=1, lease_s=60)
     assert batch is not None
-    assert [s["session_id"] for s in batch["segments"]] == ["a"]  # the earlier session first, alone
-    again = state.take_batch("u", owner="task-1", stale_s=60, threshold_tokens=1)
-    assert again is not None and again["batch_id"] == batch["batch_id"]  # a re-run takes its own batch
-    nxt = state.take_batch("u", owner="task-2", stale_s=60, threshold_tokens=1)
-    assert nxt is not None and [s["topic_id"] for s in nxt["segments"]] == [2]
-    assert state.finish_batch("u", batch["batch_id"], batch["tracking"], {}, 0.0)
-    assert not state.finish_batch("u", batch["batch_id"], batch["tracking"], {}, 0.0)  # counted once
+    assert [s.session_id for s in batch.segments] == ["a"]  # the earlier session first, alone
+    again = pipeline.take_batch(state, "u", owner="task-1", threshold_tokens=1, lease_s=60)
+    assert again is not None and again.batch_id == batch.batch_id  # a re-run takes its own batch
+    nxt = pipeline.take_batch(state, "u", owner="task-2", threshold_tokens=1, lease_s=60)
+    assert nxt is not None and [s.topic_id for s in nxt.segments] == [2]
+    assert state.finish_batch(batch)
+    assert not state.finish_batch(batch)  # counted once
     client.close()
 
 
@@ -103,8 +111,8 @@ def test_a_task_delivered_twice_leaves_one_result(cluster: Cluster) -> None:
 def test_idle_buffers_are_flushed(cluster: Cluster) -> None:
     """A buffer below the threshold, never flushed by its producer, is drained by the idle flush
     (``lightmem.update.flush_idle``, which beat runs every ``idle_check_s``)."""
-    from workers import flow
-    from workers.app import build_pipeline
+    from workers.app import build_parts
+    from workers.tasks.update import flush_idle_users
 
     tracking_id = cluster.producer.enqueue_session("idle-user", {
         "session_id": "i1", "time_stamp": "2025-07-01T10:00:00Z",
@@ -113,14 +121,14 @@ def test_idle_buffers_are_flushed(cluster: Cluster) -> None:
     while cluster.producer.status(tracking_id)["state"] != "buffered" and time.monotonic() < deadline:
         time.sleep(0.2)
     assert cluster.producer.status(tracking_id)["state"] == "buffered"  # below the threshold: it waits
-    pipe = build_pipeline(cluster.settings_with(idle_flush_s=0.1))
+    parts = build_parts(cluster.settings_with(idle_flush_s=0.1))
 
-    def send(name: str, payload: dict[str, object]) -> None:
-        cluster.producer.app.send_task(name, args=[payload])
+    def send(payload: Any) -> None:
+        send_payload(cluster.producer.app, payload)
 
-    assert "idle-user" in flow.flush_idle(pipe, send)
+    assert "idle-user" in flush_idle_users(parts, send)
     assert cluster.producer.wait_indexed([tracking_id], timeout_s=60) == {tracking_id: "indexed"}
-    pipe.state.r.close()
+    parts.state.r.close()
 
 
 def test_workers_serve_prometheus_metrics(cluster: Cluster) -> None:

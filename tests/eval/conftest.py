@@ -10,7 +10,7 @@ import pytest
 
 from lightmem_core.config import BaseMemoryConfigs
 from producers.datasets import Conversation, load_locomo, load_longmemeval
-from producers.settings import DEFAULT_CONFIG, Settings, memory_config
+from workers.settings import DEFAULT_CONFIG, Settings, memory_config
 
 
 @pytest.fixture(autouse=True)

@@ -12,7 +12,7 @@ from lightmem_core.config import BaseMemoryConfigs
 from producers.datasets import Conversation
 from producers.eval.runner import EvalOptions, run_eval
 from producers.eval.systems import build_specs
-from producers.settings import DEFAULT_CONFIG
+from workers.settings import DEFAULT_CONFIG
 
 
 @pytest.mark.integration

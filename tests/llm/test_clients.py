@@ -133,7 +133,7 @@ def test_every_backend_name_builds(tmp_path: Path) -> None:
 
 
 def test_key_from_environment_is_read_at_the_edge() -> None:
-    from producers.settings import with_llm_key
+    from workers.settings import with_llm_key
 
     data = {"memory_manager": {"model_name": "qwen", "configs": {"model": "qwen-plus"}}}
     filled = with_llm_key(data, {"DASHSCOPE_API_KEY": "k-env"})

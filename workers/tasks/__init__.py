@@ -1,54 +1,60 @@
-"""One module per queue; each task validates its payload, calls one stage, and maps errors.
+"""One module per queue; each task decodes its payload, calls ``lightmem_core.pipeline`` stages over
+the Redis state, and hands work on with ``send``.
 
-``run_stage`` is the one place where errors become queue behaviour: a ``TransientError`` is retried
-(after its ``Retry-After`` when it has one, else with exponential backoff and jitter); any other
-error (a ``LightMemError`` for bad data, or a bug) is recorded as a failure with the reason and the raw payload (``lightmem status``),
-then re-raised so the task shows as failed in Flower; other users' tasks go on.
+One retry layer per concern: the LLM client retries within a call; a task retries a
+``TransientError`` (Redis or Qdrant unreachable, an LLM outage past the client's budget) with
+Celery's ``autoretry_for``, exponential backoff and full jitter, up to ``max_retries``. When the
+retries run out, or for any other error, ``StageTask.on_failure`` records the failure (reason, raw
+payload, raw reply) where ``lightmem status`` shows it, and releases what the task held: a batch it
+took is moved to the failed batches, where ``lightmem retry`` finds it. Nothing stays in flight.
 """
 
 from __future__ import annotations
 
-import random
-from collections.abc import Callable
-from typing import Any, TypeVar
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
 
 from celery import Task
 from celery.signals import worker_ready
 
 from lightmem_core.errors import ExtractionParseError, TransientError
 from workers import metrics
-from workers.app import app, get_pipeline
-from workers.messages import PayloadError
+from workers.app import app, get_parts
+from workers.messages import Payload, PayloadError, send
+from workers.parts import WorkerParts
+from workers.settings import get_settings
 
-T = TypeVar("T")
-
-
-def send(name: str, payload: dict[str, Any]) -> None:
-    """Hand work on to another queue (routes pick the queue from the task name)."""
-    app.send_task(name, args=[payload])
+log = logging.getLogger(__name__)
 
 
-def backoff_s(retries: int, cap_s: float) -> float:
-    """Exponential backoff with full jitter: uniform in [0, min(cap, 2**retries)]."""
-    return random.uniform(0, min(cap_s, 2.0**retries))
+def retry_options() -> dict[str, Any]:
+    """Celery's own retry for transient errors, from the settings."""
+    settings = get_settings()
+    return {"autoretry_for": (TransientError,), "retry_backoff": True, "retry_jitter": True,
+            "retry_backoff_max": settings.retry_backoff_max_s, "max_retries": settings.max_retries}
 
 
-def run_stage(task: Task, raw: Any, user_id: str | None, stage: Callable[[], T], tracking_id: str | None = None) -> T:
-    settings = get_pipeline().settings
-    try:
-        with metrics.STAGE_SECONDS.labels(str(task.name)).time():
-            return stage()
-    except TransientError as exc:
-        countdown = exc.retry_after_s if exc.retry_after_s is not None else backoff_s(task.request.retries,
-                                                                                       settings.retry_backoff_max_s)
-        raise task.retry(exc=exc, countdown=countdown, max_retries=settings.max_retries) from exc
-    except Exception as exc:  # LightMemError: bad data; anything else: a bug. Either way, recorded
-        raw_reply = exc.raw_reply if isinstance(exc, ExtractionParseError) else None
-        payload = exc.raw if isinstance(exc, PayloadError) else raw
-        metrics.FAILURES.labels(str(task.name)).inc()
-        get_pipeline().state.record_failure(str(task.name), user_id, f"{type(exc).__name__}: {exc}", payload,
-                                            raw_reply=raw_reply, tracking_id=tracking_id)
-        raise
+class StageTask(Task):  # type: ignore[misc]  # Celery's Task is untyped
+    """Base of every pipeline task: failures are recorded and what the task held is released."""
+
+    def on_failure(self, exc: BaseException, task_id: str, args: tuple[Any, ...], kwargs: dict[str, Any],
+                   einfo: Any) -> None:
+        raw = args[0] if args else None
+        try:
+            parts = get_parts()
+            metrics.FAILURES.labels(str(self.name)).inc()
+            payload = exc.raw if isinstance(exc, PayloadError) else raw
+            raw_reply = exc.raw_reply if isinstance(exc, ExtractionParseError) else None
+            parts.state.record_failure(str(self.name), user_of(raw), f"{type(exc).__name__}: {exc}", payload,
+                                       raw_reply=raw_reply)
+            self.release(parts, raw, task_id, exc)
+        except Exception:  # Redis itself may be what failed; the task's messages stay in the log
+            log.exception("could not record the failure of task %s (%s)", self.name, task_id)
+
+    def release(self, parts: WorkerParts, raw: Any, task_id: str, exc: BaseException) -> None:
+        """Give up what this task holds (batches in flight, tracked items); nothing by default."""
 
 
 def user_of(raw: Any) -> str | None:
@@ -56,6 +62,17 @@ def user_of(raw: Any) -> str | None:
     return str(raw["user_id"]) if isinstance(raw, dict) and "user_id" in raw else None
 
 
+def hand_on(payload: Payload) -> None:
+    """Send work on to the task that takes ``payload``."""
+    send(app, payload)
+
+
+@contextmanager
+def timed(task: Task) -> Iterator[None]:
+    with metrics.STAGE_SECONDS.labels(str(task.name)).time():
+        yield
+
+
 @worker_ready.connect
 def _serve_metrics(**_: Any) -> None:
-    metrics.serve(get_pipeline().settings.metrics_port)
+    metrics.serve(get_parts().settings.metrics_port)

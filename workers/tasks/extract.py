@@ -1,4 +1,4 @@
-"""Queue ``lightmem.extract`` (CPU workers, many in flight): buffered segments → entries → store."""
+"""Queue ``lightmem.extract`` (CPU workers, many in flight): a user's next batch → entries → store."""
 
 from __future__ import annotations
 
@@ -6,25 +6,79 @@ from typing import Any
 
 from celery import Task
 
-from workers import flow
-from workers.app import app, get_pipeline
-from workers.messages import DrainPayload, decode, encode
-from workers.tasks import run_stage, send, user_of
+from lightmem_core import pipeline
+from lightmem_core.errors import ExtractionParseError
+from lightmem_core.state import Batch
+from workers import names
+from workers.app import app, get_parts
+from workers.messages import DrainPayload, RetryPayload, StorePayload, decode, encode
+from workers.parts import WorkerParts
+from workers.tasks import StageTask, hand_on, retry_options, timed, user_of
+from workers.tasks.store import store_and_update
 
 
-@app.task(bind=True, name="lightmem.extract.drain")
+class BatchTask(StageTask):
+    def release(self, parts: WorkerParts, raw: Any, task_id: str, exc: BaseException) -> None:
+        """The batches this task took move to the failed batches, with the reason and the raw reply."""
+        user_id = user_of(raw)
+        if user_id is None:
+            return
+        for batch in parts.state.in_flight(user_id):
+            if batch.owner == task_id:
+                pipeline.fail_batch(parts.state, batch, exc)
+
+
+def extract_and_store(parts: WorkerParts, batch: Batch) -> int:
+    """Extract one batch; index it here with a Qdrant server, else on the store owner's queue."""
+    entries = pipeline.extract_batch(batch, parts.extractor)
+    stored = StorePayload(user_id=batch.user_id, batch=batch, entries=entries)
+    if parts.settings.embedded_store:
+        hand_on(stored)
+    else:
+        store_and_update(parts, stored)
+    return len(entries)
+
+
+@app.task(bind=True, base=BatchTask, name=names.EXTRACT_DRAIN, **retry_options())
 def drain(self: Task, raw: Any) -> int:
-    """Extract the user's buffered segments; index here with a Qdrant server, else on the store queue."""
+    """Take the user's next batch (or the one this task took before a retry) and extract it.
 
-    def stage() -> int:
-        pipe, payload = get_pipeline(), decode(DrainPayload, raw)
-        batch = flow.drain_user(pipe, payload.user_id, payload.force, str(self.request.id), send)
+    Several batches of one user may be in flight at once: when more than one is ready, the next drain
+    is sent before this one calls the LLM, so their waits overlap.
+    """
+    with timed(self):
+        parts, payload = get_parts(), decode(DrainPayload, raw)
+        st, s, user_id = parts.state, parts.settings, payload.user_id
+        threshold = parts.config.short_term_threshold_tokens
+        if payload.force:
+            st.request_flush(user_id)
+        with st.lock(user_id):
+            batch = pipeline.take_batch(st, user_id, str(self.request.id), threshold, s.visibility_timeout_s,
+                                        s.max_buffer_tokens)
+            more = batch is not None and pipeline.should_drain(st.info(user_id), threshold, s.max_buffer_tokens)
         if batch is None:
             return 0
-        if pipe.settings.embedded_store:
-            send(flow.STORE, encode(batch))
-        else:
-            flow.store_batch(pipe, batch, send)
-        return len(batch.entries)
+        if more:
+            hand_on(DrainPayload(user_id=user_id))
+        return extract_and_store(parts, batch)
 
-    return run_stage(self, raw, user_of(raw), stage)
+
+@app.task(bind=True, base=BatchTask, name=names.EXTRACT_RETRY, **retry_options())
+def retry(self: Task, raw: Any) -> dict[str, int]:
+    """Take the user's failed batches back into flight and extract them again; one that fails again is
+    failed again (with its new reason) and the others go on."""
+    with timed(self):
+        parts, payload = get_parts(), decode(RetryPayload, raw)
+        st, owner = parts.state, str(self.request.id)
+        mine = [b for b in st.in_flight(payload.user_id) if b.owner == owner]  # taken by this task before a retry
+        done = {"retried": 0, "still_failed": 0, "entries": 0}
+        for batch in mine + pipeline.resume_failed(st, payload.user_id, owner):
+            done["retried"] += 1
+            try:
+                done["entries"] += extract_and_store(parts, batch)
+            except ExtractionParseError as exc:
+                pipeline.fail_batch(st, batch, exc)
+                st.record_failure(str(self.name), batch.user_id, f"{type(exc).__name__}: {exc}", encode(payload),
+                                  raw_reply=exc.raw_reply)
+                done["still_failed"] += 1
+        return done

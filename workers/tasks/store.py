@@ -6,25 +6,56 @@ from typing import Any
 
 from celery import Task
 
-from workers import flow
-from workers.app import app, get_pipeline
-from workers.messages import DrainPayload, SearchPayload, StorePayload, decode
-from workers.tasks import run_stage, send, user_of
+from lightmem_core import pipeline, retrieval
+from workers import names
+from workers.app import app, get_parts
+from workers.messages import DrainPayload, EntriesPayload, SearchPayload, StorePayload, decode
+from workers.parts import WorkerParts
+from workers.tasks import StageTask, hand_on, retry_options, timed
 
 
-@app.task(bind=True, name="lightmem.store.index")
+class StoreTask(StageTask):
+    def release(self, parts: WorkerParts, raw: Any, task_id: str, exc: BaseException) -> None:
+        """A batch that cannot be stored moves to the failed batches (``lightmem retry`` extracts it again)."""
+        try:
+            payload = decode(StorePayload, raw)
+        except Exception:  # undecodable: there is no batch to release
+            return
+        pipeline.fail_batch(parts.state, payload.batch, exc)
+
+
+def store_and_update(parts: WorkerParts, payload: StorePayload) -> int:
+    """Store a batch (once), run the online update when configured, and drain the user again if due."""
+    st, c, s = parts.state, parts.components, parts.settings
+    if pipeline.store_batch(st, c, payload.batch, payload.entries):
+        pipeline.after_store(c, parts.config, payload.entries, parts.decider)
+    if pipeline.should_drain(st.info(payload.user_id), parts.config.short_term_threshold_tokens, s.max_buffer_tokens):
+        hand_on(DrainPayload(user_id=payload.user_id))
+    return len(payload.entries)
+
+
+@app.task(bind=True, base=StoreTask, name=names.STORE_INDEX, **retry_options())
 def index(self: Task, raw: Any) -> int:
-    """Embed and upsert a batch's entries, record it in the history, clear the user's batch."""
-    return run_stage(self, raw, user_of(raw), lambda: flow.store_batch(get_pipeline(), decode(StorePayload, raw), send))
+    """Embed and upsert a batch's entries, record it in the history, finish the user's batch."""
+    with timed(self):
+        return store_and_update(get_parts(), decode(StorePayload, raw))
 
 
-@app.task(bind=True, name="lightmem.store.search")
+@app.task(bind=True, base=StageTask, name=names.STORE_SEARCH, **retry_options())
 def search(self: Task, raw: Any) -> list[dict[str, Any]]:
-    """Retrieval for ``lightmem search`` and the demo, answered by the process that owns the store."""
-    return run_stage(self, raw, user_of(raw), lambda: flow.search(get_pipeline(), decode(SearchPayload, raw)))
+    """Retrieval as ``LightMemory.retrieve`` does it, answered by the process that owns the store."""
+    with timed(self):
+        parts, payload = get_parts(), decode(SearchPayload, raw)
+        c, strategy = parts.components, parts.config.retrieve_strategy
+        hits = retrieval.search(c, strategy, payload.user_id, retrieval.query_vectors(c, strategy, payload.query),
+                                payload.limit)
+        return [{"id": e.id, "score": s, "memory": e.memory, "time_stamp": e.time_stamp.isoformat(),
+                 "weekday": e.weekday} for e, s in hits]
 
 
-@app.task(bind=True, name="lightmem.store.entries")
+@app.task(bind=True, base=StageTask, name=names.STORE_ENTRIES, **retry_options())
 def entries(self: Task, raw: Any) -> list[dict[str, Any]]:
-    """Every entry of one user (``{"v": 1, "user_id": ...}``), from the process that owns the store."""
-    return run_stage(self, raw, user_of(raw), lambda: flow.list_entries(get_pipeline(), decode(DrainPayload, raw).user_id))
+    """Every entry of one user, from the process that owns the store."""
+    with timed(self):
+        payload = decode(EntriesPayload, raw)
+        return [e.model_dump(mode="json") for e in get_parts().components.store.list_entries(payload.user_id)]

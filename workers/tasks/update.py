@@ -1,33 +1,57 @@
 """Queue ``lightmem.update``: the nightly fan-out (beat), the per-user offline update, idle flushes.
 
-With an embedded Qdrant folder the per-user update runs on ``lightmem.store`` (see ``workers.app``).
+With an embedded Qdrant folder the per-user update runs on ``lightmem.store`` (``workers.names``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from celery import Task
 
-from workers import flow
-from workers.app import app, get_pipeline
-from workers.messages import UpdatePayload, decode
-from workers.tasks import run_stage, send, user_of
+from lightmem_core import update as offline
+from workers import names
+from workers.app import app, get_parts
+from workers.messages import DrainPayload, Payload, UpdatePayload, decode
+from workers.parts import WorkerParts
+from workers.tasks import StageTask, hand_on, retry_options, timed
 
 
-@app.task(bind=True, name="lightmem.update.nightly")
+@app.task(bind=True, base=StageTask, name=names.UPDATE_NIGHTLY, **retry_options())
 def nightly(self: Task) -> list[str]:
     """One update task per user with entries stored since that user's watermark."""
-    return run_stage(self, None, None, lambda: flow.fan_out_updates(get_pipeline(), send))
+    with timed(self):
+        st = get_parts().state
+        users = st.users_with_new_entries()
+        for user_id, newest in users.items():
+            hand_on(UpdatePayload(user_id=user_id, watermark=newest))
+            st.mark_update_sent(user_id, newest)
+        return list(users)
 
 
-@app.task(bind=True, name="lightmem.update.user")
+@app.task(bind=True, base=StageTask, name=names.UPDATE_USER, **retry_options())
 def update_user(self: Task, raw: Any) -> dict[str, int]:
-    """Build the user's update queue, apply the decisions, move the watermark."""
-    return run_stage(self, raw, user_of(raw), lambda: flow.update_user(get_pipeline(), decode(UpdatePayload, raw)))
+    """The offline update of one user: extend the update queue, decide and apply, move the watermark."""
+    with timed(self):
+        parts, payload = get_parts(), decode(UpdatePayload, raw)
+        s, c = parts.settings, parts.components
+        queued = offline.build_queue(c, payload.user_id, s.update_top_k, s.update_keep_top_n)
+        counts = offline.apply_queue(c, payload.user_id, s.update_score_threshold, decider=parts.decider)
+        parts.state.move_watermark(payload.user_id, payload.watermark)
+        return {"queued": queued, **counts}
 
 
-@app.task(bind=True, name="lightmem.update.flush_idle")
+def flush_idle_users(parts: WorkerParts, send: Callable[[Payload], None] = hand_on) -> list[str]:
+    """Flush the buffers of users idle longer than ``idle_flush_s``: no buffer holds data forever."""
+    users = parts.state.idle_users(parts.settings.idle_flush_s)
+    for user_id in users:
+        send(DrainPayload(user_id=user_id, force=True))
+    return users
+
+
+@app.task(bind=True, base=StageTask, name=names.UPDATE_FLUSH_IDLE, **retry_options())
 def flush_idle(self: Task) -> list[str]:
-    """Drain the buffers of users idle longer than ``idle_flush_s``."""
-    return run_stage(self, None, None, lambda: flow.flush_idle(get_pipeline(), send))
+    """Beat's idle check: ``flush_idle_users``."""
+    with timed(self):
+        return flush_idle_users(get_parts())

@@ -1,4 +1,4 @@
-"""What one worker process works with: the memory configuration, its models and stores, built lazily.
+"""What one worker process works with: the memory configuration, its models, stores and state, built lazily.
 
 Each role builds only what it uses, once per process: a compress worker loads the compressor and the
 segmenter, an extract worker the extractor, the store owner the store, history and embedder. In
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from dataclasses import replace
 from functools import cached_property
 from typing import Any
 
@@ -23,8 +24,8 @@ from lightmem_core.factory import Components
 from lightmem_core.segmenters.base import Segmenter
 from lightmem_core.tokens import count_tokens
 from workers.ratelimit import RedisCallRecorder, RedisRateLimiter
+from workers.redis_state import RedisState
 from workers.settings import DistributedSettings
-from workers.state import PipelineState
 
 
 def redis_client(settings: DistributedSettings) -> redis.Redis:
@@ -39,13 +40,13 @@ def redis_client(settings: DistributedSettings) -> redis.Redis:
     return redis.Redis.from_url(settings.redis_url, **kwargs)
 
 
-def state_for(settings: DistributedSettings) -> PipelineState:
-    return PipelineState(redis_client(settings), settings.key_prefix, settings.lock_timeout_s,
-                         inflight_ttl_s=settings.visibility_timeout_s)
+def state_for(settings: DistributedSettings) -> RedisState:
+    return RedisState(redis_client(settings), settings.key_prefix, settings.lock_timeout_s,
+                      inflight_ttl_s=settings.visibility_timeout_s)
 
 
-class Pipeline:
-    """The stages' backends for one process, each built on first use."""
+class WorkerParts:
+    """The stages' backends and state for one worker process, each built on first use."""
 
     def __init__(self, settings: DistributedSettings, builders: dict[str, Callable[[BaseMemoryConfigs], Any]]) -> None:
         self.settings = settings
@@ -55,7 +56,7 @@ class Pipeline:
         self.count_tokens: Callable[[str], int] = count_tokens
 
     @cached_property
-    def state(self) -> PipelineState:
+    def state(self) -> RedisState:
         return state_for(self.settings)
 
     def _build(self, role: str, enabled: bool) -> Any:
@@ -81,10 +82,10 @@ class Pipeline:
         if self.config.memory_manager.model_name == "verbatim":
             return None
         s, opts = self.settings, self.config.memory_manager.configs
-        limiter = RedisRateLimiter(self.state.r, f"{s.key_prefix}:llm:window",
+        limiter = RedisRateLimiter(self.state.r, self.state.keys.llm_window,
                                    s.llm_requests_per_minute or opts.requests_per_minute,
                                    s.llm_tokens_per_minute or opts.tokens_per_minute)
-        recorder = RedisCallRecorder(self.state.r, f"{s.key_prefix}:stats")
+        recorder = RedisCallRecorder(self.state.r, self.state.keys.stats)
         with self._lock:
             return factory.build_llm_client(self.config, recorder=recorder, limiter=limiter)
 
@@ -101,9 +102,12 @@ class Pipeline:
 
     @cached_property
     def components(self) -> Components:
-        """Store, history, embedder and BM25: only the store owner (or any worker with a Qdrant server)."""
+        """Store, history, embedder and BM25: only the store owner (or any worker with a Qdrant server).
+
+        Its extractor and decider are this process's, on the shared rate limit and Redis accounting."""
         with self._lock:
-            return factory.build_components(self.config)
+            built = factory.build_components(self.config)
+        return replace(built, extractor=self.extractor, decider=self.decider)
 
     @property
     def roles(self) -> set[str]:
