@@ -36,7 +36,7 @@ system-tools:
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check lightmem_core workers producers tests bench
-	$(VENV)/bin/mypy lightmem_core
+	$(VENV)/bin/mypy --strict lightmem_core workers producers
 
 bench: $(STAMP)
 	LIGHTMEM_DATA_DIR=$(DATA) $(PY) -m bench

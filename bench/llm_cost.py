@@ -28,7 +28,7 @@ from lightmem_core.models import MemoryEntry, TopicSegment
 from lightmem_core.prompts import update as update_prompt
 from lightmem_core.tokens import count_tokens
 from producers.datasets import Conversation, add_conversation, load_locomo
-from tests.support.scripted_llm import ScriptedLLMServer
+from producers.scripted_llm import ScriptedLLMServer
 
 THRESHOLDS = (256, 512, 768, 1024)
 CAPACITY = 1024

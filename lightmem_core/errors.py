@@ -34,6 +34,10 @@ class TransientError(LightMemError):
         super().__init__(message)
         self.retry_after_s = retry_after_s
 
+    def __reduce__(self) -> tuple[type[TransientError], tuple[str, float | None]]:
+        # Celery pickles a failed task's exception; without this the copy would lose the extra field.
+        return type(self), (str(self), self.retry_after_s)
+
 
 class LLMRequestError(LightMemError):
     """Raised when the LLM endpoint refuses a request for good: a bad key, an unknown model, a 4xx other than 429."""
@@ -45,6 +49,9 @@ class ExtractionParseError(LightMemError):
     def __init__(self, message: str, raw_reply: str = "") -> None:
         super().__init__(message)
         self.raw_reply = raw_reply
+
+    def __reduce__(self) -> tuple[type[ExtractionParseError], tuple[str, str]]:
+        return type(self), (str(self), self.raw_reply)
 
 
 class StoreError(LightMemError):

@@ -255,6 +255,10 @@ class HistoryStore:
     def entry_history(self, entry_id: str) -> list[dict[str, Any]]:
         return [dict(r) for r in self._query("SELECT * FROM entry_history WHERE entry_id=? ORDER BY id", (entry_id,))]
 
+    def user_history(self, user_id: str) -> list[dict[str, Any]]:
+        """Every change to any entry of ``user_id``, in the order they were made."""
+        return [dict(r) for r in self._query("SELECT * FROM entry_history WHERE user_id=? ORDER BY id", (user_id,))]
+
     # --- offline-update queue ---------------------------------------------------------------------
     def put_update_candidates(self, conn: sqlite3.Connection, entry_id: str, user_id: str, candidates: list[dict[str, Any]]) -> None:
         conn.execute(

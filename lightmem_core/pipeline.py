@@ -147,18 +147,23 @@ def whole_sessions(segments: list[BufferedSegment], threshold_tokens: int) -> in
 
 
 def take_batch(state: PipelineState, user_id: str, owner: str, threshold_tokens: int, lease_s: float,
-               max_buffer_tokens: int | None = None) -> Batch | None:
+               max_buffer_tokens: int | None = None, one_at_a_time: bool = False) -> Batch | None:
     """The user's next batch. Call under the user's lock.
 
     A batch in flight that ``owner`` took before (a re-run) or whose lease ran out (a dead worker) is
     taken again, with the same topic ids. Otherwise, when ``should_drain``, the buffered segments are
     taken as ``add_memory`` extracts them: whole sessions up to the first one after which the batch
-    holds at least ``threshold_tokens``, in (session time, turn index) order.
+    holds at least ``threshold_tokens``, in (session time, turn index) order. ``one_at_a_time`` (the
+    online update, whose decisions depend on what is stored before) takes nothing new while another
+    batch of the user is in flight, so batches are stored in time order.
     """
     now = time.time()
-    for batch in state.in_flight(user_id):
+    flying = state.in_flight(user_id)
+    for batch in flying:
         if batch.owner == owner or now - batch.taken_at > lease_s:
             return state.claim(batch, owner)
+    if one_at_a_time and flying:
+        return None
     info = state.info(user_id)
     if not should_drain(info, threshold_tokens, max_buffer_tokens):
         return None

@@ -13,6 +13,7 @@ import shutil
 import time
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 from tqdm import tqdm
 
@@ -27,8 +28,10 @@ QUESTIONS = [
 ]
 
 
-def sample_sessions() -> list[dict]:
-    return json.loads(resources.files("producers.data").joinpath("sample_sessions.json").read_text(encoding="utf-8"))
+def sample_sessions() -> list[dict[str, Any]]:
+    text = resources.files("producers.data").joinpath("sample_sessions.json").read_text(encoding="utf-8")
+    data: list[dict[str, Any]] = json.loads(text)
+    return data
 
 
 def build_memory() -> LightMemory:

@@ -115,9 +115,10 @@ class MemoryProducer:
     def status(self, tracking_id: str | None = None) -> dict[str, Any]:
         """One tracked item's state, or the overview: backlog per queue, buffered turns, failures."""
         if tracking_id is not None:
-            found = self._redis(lambda: self.state.tracking(tracking_id))
+            found: dict[str, Any] = self._redis(lambda: self.state.tracking(tracking_id))
             return found or {"state": "unknown"}
-        return self._redis(self._overview)
+        overview: dict[str, Any] = self._redis(self._overview)
+        return overview
 
     def _overview(self) -> dict[str, Any]:
         r, st = self.state.r, self.state
@@ -174,7 +175,7 @@ class MemoryProducer:
 
     # --- helpers ----------------------------------------------------------------------------------
     def _where(self) -> str:
-        url = redis.connection.parse_url(self.settings.redis_url)
+        url = redis.connection.parse_url(self.settings.redis_url)  # type: ignore[no-untyped-call]
         return f"Redis at {url.get('host') or url.get('path')}:{url.get('port', '')}"
 
     def _redis(self, call: Any) -> Any:

@@ -6,7 +6,6 @@ Start a worker per role with ``lightmem worker compress|extract|store|update`` (
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import timedelta
 from functools import lru_cache
 from typing import Any
@@ -14,10 +13,9 @@ from typing import Any
 from celery import Celery
 from celery.schedules import crontab
 from celery.signals import after_setup_logger
-from kombu import Exchange, Queue
+from kombu.entity import Exchange, Queue
 
-from lightmem_core import factory
-from lightmem_core.config import BaseMemoryConfigs, configure_logging
+from lightmem_core.config import configure_logging
 from workers import names
 from workers.parts import WorkerParts
 from workers.settings import QUEUES, DistributedSettings, get_settings
@@ -26,13 +24,8 @@ TASK_MODULES = ["workers.tasks.compress", "workers.tasks.extract", "workers.task
 
 
 def build_parts(settings: DistributedSettings) -> WorkerParts:
-    """The composition root: the one name→builder map of the distributed system, on ``lightmem_core.factory``."""
-    builders: dict[str, Callable[[BaseMemoryConfigs], Any]] = {
-        "extractor": factory.build_extractor,
-        "compressor": factory.build_compressor,
-        "segmenter": factory.build_segmenter,  # loads its own embedder in the compress worker
-    }
-    return WorkerParts(settings, builders)
+    """The composition root of a worker process, on ``lightmem_core.factory``."""
+    return WorkerParts(settings)
 
 
 @lru_cache(maxsize=1)
@@ -60,6 +53,10 @@ def beat_schedule(settings: DistributedSettings) -> dict[str, dict[str, Any]]:
     }
 
 
+def _queue(name: str) -> Queue:
+    return Queue(name, Exchange(name, type="direct"), routing_key=name)  # type: ignore[no-untyped-call]
+
+
 def _ssl_options(url: str, settings: DistributedSettings) -> dict[str, Any] | None:
     return {"ssl_cert_reqs": settings.redis_ssl_cert_reqs} if url.startswith("rediss://") else None
 
@@ -70,7 +67,7 @@ def make_app(settings: DistributedSettings) -> Celery:
     timeouts = {"socket_connect_timeout": settings.redis_connect_timeout_s, "socket_timeout": settings.redis_socket_timeout_s}
     app.conf.update(
         accept_content=["json"], task_serializer="json", result_serializer="json", result_accept_content=["json"],
-        task_queues=[Queue(n, Exchange(n, type="direct"), routing_key=n) for n in map(settings.queue, QUEUES)],
+        task_queues=[_queue(n) for n in map(settings.queue, QUEUES)],
         task_default_queue=settings.queue("compress"),
         task_routes=(lambda name, args, kwargs, options, task=None, **kw: {"queue": route_for(name, settings)},),
         task_acks_late=True,
@@ -102,13 +99,15 @@ def make_app(settings: DistributedSettings) -> Celery:
     return app
 
 
-@after_setup_logger.connect
 def _configure_logging(**_: Any) -> None:
     """LightMem's ``logging`` option sets the workers' ``lightmem_core`` logger as it does in the library
     (level and log file); Celery's own console handler prints it, so no second console handler."""
     config = get_settings().memory_cfg.logging
     if config is not None:
         configure_logging(config.model_copy(update={"console_enabled": False}))
+
+
+after_setup_logger.connect(_configure_logging)
 
 
 app = make_app(get_settings())

@@ -27,6 +27,10 @@ class PayloadError(LightMemError):
         super().__init__(message)
         self.raw = raw
 
+    def __reduce__(self) -> tuple[type[PayloadError], tuple[str, Any]]:
+        # Celery pickles a failed task's exception; the copy keeps the raw payload for the failure record.
+        return type(self), (str(self), self.raw)
+
 
 class Payload(BaseModel):
     """A task's argument; ``TASK`` is the task it is sent to."""

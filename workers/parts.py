@@ -18,11 +18,12 @@ import redis
 from lightmem_core import factory
 from lightmem_core.compressors.base import Compressor
 from lightmem_core.config import BaseMemoryConfigs
-from lightmem_core.errors import NotSupportedError
 from lightmem_core.extraction import Extractor
 from lightmem_core.factory import Components
+from lightmem_core.llm.base import LLMClient
 from lightmem_core.segmenters.base import Segmenter
 from lightmem_core.tokens import count_tokens
+from lightmem_core.update import UpdateDecider
 from workers.ratelimit import RedisCallRecorder, RedisRateLimiter
 from workers.redis_state import RedisState
 from workers.settings import DistributedSettings
@@ -48,36 +49,28 @@ def state_for(settings: DistributedSettings) -> RedisState:
 class WorkerParts:
     """The stages' backends and state for one worker process, each built on first use."""
 
-    def __init__(self, settings: DistributedSettings, builders: dict[str, Callable[[BaseMemoryConfigs], Any]]) -> None:
+    def __init__(self, settings: DistributedSettings) -> None:
         self.settings = settings
         self.config: BaseMemoryConfigs = settings.memory_cfg
-        self._builders = builders
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # threads of one extract worker build each part once
         self.count_tokens: Callable[[str], int] = count_tokens
 
     @cached_property
     def state(self) -> RedisState:
         return state_for(self.settings)
 
-    def _build(self, role: str, enabled: bool) -> Any:
-        if not enabled:
-            return None
-        builder = self._builders.get(role)
-        if builder is None:
-            raise NotSupportedError(f"{role}: enabled in the configuration but lightmem_core has no builder for it yet")
-        with self._lock:
-            return builder(self.config)
-
     @cached_property
     def compressor(self) -> Compressor | None:
-        return self._build("compressor", self.config.pre_compress)
+        with self._lock:
+            return factory.build_compressor(self.config)
 
     @cached_property
     def segmenter(self) -> Segmenter | None:
-        return self._build("segmenter", self.config.topic_segment)
+        with self._lock:  # loads its own embedder in the compress worker
+            return factory.build_segmenter(self.config)
 
     @cached_property
-    def llm_client(self) -> Any:
+    def llm_client(self) -> LLMClient | None:
         """The LLM client stack with the Redis-shared rate limit and Redis accounting; ``None`` in verbatim mode."""
         if self.config.memory_manager.model_name == "verbatim":
             return None
@@ -91,13 +84,11 @@ class WorkerParts:
 
     @cached_property
     def extractor(self) -> Extractor:
-        if self.llm_client is None:
-            return self._build("extractor", True)
         return factory.build_extractor(self.config, self.llm_client)
 
     @cached_property
-    def decider(self) -> Any:
-        """The offline update's decider on the shared LLM stack; ``None``: exact duplicates only."""
+    def decider(self) -> UpdateDecider | None:
+        """The update's decider on the shared LLM stack; ``None``: exact duplicates only."""
         return factory.build_decider(self.config, self.llm_client) if self.llm_client is not None else None
 
     @cached_property

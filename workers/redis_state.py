@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Mapping
 from contextlib import AbstractContextManager
 from typing import Any
 
@@ -66,8 +67,9 @@ class RedisState:
 
     def lock(self, user_id: str) -> AbstractContextManager[Any]:
         """The user's lock; it expires after ``lock_timeout_s`` so a dead worker never blocks the user."""
-        return self.r.lock(self.k(user_id, "lock"), timeout=self.lock_timeout_s,
-                           blocking_timeout=2 * self.lock_timeout_s)
+        lock: AbstractContextManager[Any] = self.r.lock(self.k(user_id, "lock"), timeout=self.lock_timeout_s,
+                                                        blocking_timeout=2 * self.lock_timeout_s)
+        return lock
 
     # --- seen ids and the sensory buffer ----------------------------------------------------------
     def unseen(self, user_id: str, ids: list[str]) -> set[str]:
@@ -90,8 +92,8 @@ class RedisState:
     # --- short-term buffer ------------------------------------------------------------------------
     def append(self, user_id: str, segment: BufferedSegment) -> bool:
         keys = [self.k(user_id, n) for n in ("seen", "pending", "order", "meta")]
-        args = [segment.key, segment.model_dump_json(), segment.tokens, len(segment.messages), time.time(),
-                *[m.id for m in segment.messages]]
+        args: list[str | int | float] = [segment.key, segment.model_dump_json(), segment.tokens, len(segment.messages),
+                                         time.time(), *[m.id for m in segment.messages]]
         return bool(self._append(keys=keys, args=args))
 
     def buffered(self, user_id: str) -> list[BufferedSegment]:
@@ -182,7 +184,8 @@ class RedisState:
         self._set_tracking(batch, {"state": "buffered", "reason": ""})
         return batch
 
-    def _set_tracking(self, batch: Batch, fields: dict[str, str]) -> None:
+    def _set_tracking(self, batch: Batch, fields: Mapping[str | bytes | bytearray | memoryview | int | float,
+                                                          str | bytes | bytearray | memoryview | int | float]) -> None:
         pipe = self.r.pipeline()
         for tracking_id in set(batch.tracking.values()):
             pipe.hset(self.keys.track(tracking_id), mapping=fields)

@@ -67,4 +67,4 @@ class RetryingClient:
         if retry_after_s is not None:
             return min(retry_after_s, self.max_retry_after_s)
         backoff = min(self.max_delay_s, self.base_delay_s * 2**attempt)
-        return backoff * self._rng.uniform(0.5, 1.0)
+        return float(backoff * self._rng.uniform(0.5, 1.0))

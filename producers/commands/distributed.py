@@ -38,6 +38,12 @@ def register(subparsers: Any) -> None:
     who.add_argument("user", nargs="?", help="the user whose failed batches to retry")
     who.add_argument("--all", action="store_true", help="every user with failed batches")
     retry.set_defaults(func=_retry)
+    scripted = subparsers.add_parser(
+        "scripted-llm", help="a local OpenAI-compatible server with scripted answers, for dry runs without an API key")
+    from producers import scripted_llm
+
+    scripted_llm.add_arguments(scripted)
+    scripted.set_defaults(func=scripted_llm.serve)
     worker = subparsers.add_parser("worker", help="start a worker process for one queue")
     worker.add_argument("role", choices=ROLES)
     worker.add_argument("--concurrency", type=int, default=None)

@@ -11,6 +11,7 @@ import socket
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -63,13 +64,13 @@ def _llm_env(base_url: str) -> dict[str, str]:
 @pytest.fixture(scope="session")
 def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
     """A real Redis server process (append-only file on) and the scripted OpenAI-compatible server
-    (``python -m tests.support.scripted_llm``) as processes, stopped at the end of the session."""
+    (``python -m producers.scripted_llm``) as processes, stopped at the end of the session."""
     workdir = tmp_path_factory.mktemp("lightmem-distributed")
     procs = LocalCluster(workdir, _cluster_env(workdir))
     try:
         procs.start_redis()
         port = free_port()
-        procs.start("scripted_llm", [sys.executable, "-m", "tests.support.scripted_llm", "--port", str(port)])
+        procs.start("scripted_llm", [sys.executable, "-m", "producers.scripted_llm", "--port", str(port)])
         _wait_port(port)
         procs.env.update(_llm_env(f"http://127.0.0.1:{port}/v1"))
         yield procs
@@ -89,33 +90,54 @@ def _wait_port(port: int, timeout_s: float = 30) -> None:
             time.sleep(0.1)
 
 
-@pytest.fixture(scope="session")
-def cluster(redis_cluster: LocalCluster) -> Iterator[Cluster]:
-    """One worker process per queue, shared by the session's tests."""
+@contextmanager
+def running_cluster(procs: LocalCluster, tag: str = "", env: dict[str, str] | None = None) -> Iterator[Cluster]:
+    """One worker process per queue on the shared Redis and LLM server, stopped on exit.
+
+    ``tag`` keeps clusters of other configurations apart on the same Redis: it prefixes their worker
+    names, queues, keys and folders. ``env`` overrides settings (``LIGHTMEM_MEMORY__...``).
+    """
     from producers.sdk import MemoryProducer
     from workers.settings import DistributedSettings
 
+    workdir = procs.workdir / tag if tag else procs.workdir
+    own = dict(env or {})
+    if tag:
+        own.update({"LIGHTMEM_KEY_PREFIX": f"lm{tag}",
+                    "LIGHTMEM_MEMORY__HISTORY_DB_PATH": str(workdir / "history.db"),
+                    "LIGHTMEM_MEMORY__EMBEDDING_RETRIEVER__CONFIGS__PATH": str(workdir / "qdrant"),
+                    **{f"LIGHTMEM_QUEUE_{role.upper()}": f"{tag}.{role}" for role in ROLES}})
+    full_env = {**procs.env, **own}
     saved = dict(os.environ)
-    os.environ.update(redis_cluster.env)  # the test process reads the same settings as the workers
+    os.environ.update(full_env)  # the test process reads the same settings as the workers
     settings = DistributedSettings()
+    names = {role: f"{tag}-{role}" if tag else role for role in ROLES}
     metrics_ports = {role: free_port() for role in ROLES}
     for role in ROLES:
-        redis_cluster.start(role, process_argv(role, settings, concurrency=4 if role == "extract" else None),
-                            env={"LIGHTMEM_METRICS_PORT": str(metrics_ports[role])})
+        procs.start(names[role], process_argv(role, settings, name=names[role],
+                                              concurrency=4 if role == "extract" else None),
+                    env={**own, "LIGHTMEM_METRICS_PORT": str(metrics_ports[role])})
     producer = MemoryProducer(settings)
     try:
-        wait_for_workers(producer.app, list(ROLES), timeout_s=90)
-        yield Cluster(redis_cluster, redis_cluster.env, settings, producer, redis_cluster.workdir, metrics_ports)
+        wait_for_workers(producer.app, list(names.values()), timeout_s=120)
+        yield Cluster(procs, full_env, settings, producer, workdir, metrics_ports)
     except BaseException:
-        for role in ROLES:
-            print(f"--- {role} log ---\n{redis_cluster.log(role)[-3000:]}")
+        for name in names.values():
+            print(f"--- {name} log ---\n{procs.log(name)[-3000:]}")
         raise
     finally:
         producer.close()
-        for role in ROLES:
-            redis_cluster.stop_process(role)
+        for name in names.values():
+            procs.stop_process(name)
         os.environ.clear()
         os.environ.update(saved)
+
+
+@pytest.fixture(scope="session")
+def cluster(redis_cluster: LocalCluster) -> Iterator[Cluster]:
+    """One worker process per queue on the embedded default with LLM extraction, shared by the session's tests."""
+    with running_cluster(redis_cluster) as running:
+        yield running
 
 
 @pytest.fixture(scope="session")

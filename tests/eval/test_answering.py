@@ -14,7 +14,7 @@ from producers.eval.answering import Answerer, LLMEndpoint
 from producers.eval.harness import EvalRun, evaluate
 from producers.eval.prompts import parse_label
 from producers.eval.runner import EvalOptions, Retrieval
-from tests.support.scripted_llm import ScriptedLLMServer, Step
+from producers.scripted_llm import ScriptedLLMServer, Step
 
 
 def _reply(messages: list[dict[str, str]]) -> str | None:

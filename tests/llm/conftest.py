@@ -11,7 +11,7 @@ import pytest
 from lightmem_core import LightMemory, parse_config
 from lightmem_core.embedders.hashing import HashingEmbedder
 from lightmem_core.factory import build_components
-from tests.support.scripted_llm import ScriptedLLMServer
+from producers.scripted_llm import ScriptedLLMServer
 
 
 @pytest.fixture

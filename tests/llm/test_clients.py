@@ -17,8 +17,8 @@ from lightmem_core.llm.base import CallTag, ChatMessage, LLMReply
 from lightmem_core.llm.openai_compat import count_prompt_tokens, retry_after_s
 from lightmem_core.llm.ratelimit import InProcessRateLimiter
 from lightmem_core.llm.retry import RetryingClient
+from producers.scripted_llm import ScriptedLLMServer, Step
 from tests.llm.conftest import llm_config
-from tests.support.scripted_llm import ScriptedLLMServer, Step
 
 PROMPT: list[ChatMessage] = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "secret prompt text"}]
 

@@ -9,7 +9,7 @@ import pytest
 
 from lightmem_core import LightMemory
 from lightmem_core.tokens import count_tokens
-from tests.support.scripted_llm import ScriptedLLMServer, Step
+from producers.scripted_llm import ScriptedLLMServer, Step
 
 MakeMemory = Callable[..., LightMemory]
 

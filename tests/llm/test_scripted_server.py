@@ -11,7 +11,7 @@ import openai
 import pytest
 
 from lightmem_core.embedders.openai import OpenAIEmbedder
-from tests.support.scripted_llm import ScriptedLLMServer, Step
+from producers.scripted_llm import ScriptedLLMServer, Step
 
 ROOT = Path(__file__).resolve().parents[2]
 EXTRACTION_PROMPT = [
@@ -22,7 +22,7 @@ EXTRACTION_PROMPT = [
 
 
 def test_runs_as_a_subprocess_and_answers_extraction_automatically() -> None:
-    proc = subprocess.Popen([sys.executable, "-m", "tests.support.scripted_llm", "--port", "0"], cwd=ROOT,
+    proc = subprocess.Popen([sys.executable, "-m", "producers.scripted_llm", "--port", "0"], cwd=ROOT,
                             stdout=subprocess.PIPE, text=True)
     try:
         assert proc.stdout is not None

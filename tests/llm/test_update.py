@@ -10,7 +10,7 @@ from typing import Any
 
 from lightmem_core import LightMemory
 from lightmem_core.embedders.hashing import HashingEmbedder
-from tests.support.scripted_llm import ScriptedLLMServer, Step
+from producers.scripted_llm import ScriptedLLMServer, Step
 
 MakeMemory = Callable[..., LightMemory]
 

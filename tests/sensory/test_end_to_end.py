@@ -12,8 +12,8 @@ from lightmem_core import LightMemory
 from lightmem_core.compressors.llmlingua2 import LLMLingua2Compressor
 from lightmem_core.segmenters.llmlingua2 import LLMLingua2Segmenter
 from lightmem_core.sensory import SENSORY
+from producers.scripted_llm import ScriptedLLMServer
 from tests.sensory.conftest import conversation
-from tests.support.scripted_llm import ScriptedLLMServer
 
 
 @pytest.fixture

@@ -12,9 +12,9 @@ took is moved to the failed batches, where ``lightmem retry`` finds it. Nothing 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from celery import Task
 from celery.signals import worker_ready
@@ -57,6 +57,14 @@ class StageTask(Task):  # type: ignore[misc]  # Celery's Task is untyped
         """Give up what this task holds (batches in flight, tracked items); nothing by default."""
 
 
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def stage_task(name: str, base: type[StageTask] = StageTask) -> Callable[[F], F]:
+    """``app.task`` with the pipeline's options: bound, the failure-recording base, the retry policy."""
+    return cast(Callable[[F], F], app.task(bind=True, base=base, name=name, **retry_options()))
+
+
 def user_of(raw: Any) -> str | None:
     """The user id of a raw payload, for the failure record even when the payload does not decode."""
     return str(raw["user_id"]) if isinstance(raw, dict) and "user_id" in raw else None
@@ -73,6 +81,8 @@ def timed(task: Task) -> Iterator[None]:
         yield
 
 
-@worker_ready.connect
 def _serve_metrics(**_: Any) -> None:
     metrics.serve(get_parts().settings.metrics_port)
+
+
+worker_ready.connect(_serve_metrics)

@@ -10,10 +10,10 @@ from lightmem_core import pipeline
 from lightmem_core.errors import LightMemError
 from lightmem_core.models import Message
 from workers import names
-from workers.app import app, get_parts
+from workers.app import get_parts
 from workers.messages import CompressPayload, DrainPayload, decode, encode
 from workers.parts import WorkerParts
-from workers.tasks import StageTask, hand_on, retry_options, timed
+from workers.tasks import StageTask, hand_on, stage_task, timed
 
 
 class CompressTask(StageTask):
@@ -26,7 +26,7 @@ class CompressTask(StageTask):
                                           failed=f"{type(exc).__name__}: {exc}")
 
 
-@app.task(bind=True, base=CompressTask, name=names.COMPRESS_SESSIONS, **retry_options())
+@stage_task(names.COMPRESS_SESSIONS, CompressTask)
 def compress_sessions(self: Task, raw: Any) -> dict[str, int]:
     """Compress every new message of the payload's sessions in one batched call (each queued item ends
     a sensory chunk), buffer each user's topic segments, and ask for a drain where one is due."""

@@ -10,10 +10,10 @@ from lightmem_core import pipeline
 from lightmem_core.errors import ExtractionParseError
 from lightmem_core.state import Batch
 from workers import names
-from workers.app import app, get_parts
+from workers.app import get_parts
 from workers.messages import DrainPayload, RetryPayload, StorePayload, decode, encode
 from workers.parts import WorkerParts
-from workers.tasks import StageTask, hand_on, retry_options, timed, user_of
+from workers.tasks import StageTask, hand_on, stage_task, timed, user_of
 from workers.tasks.store import store_and_update
 
 
@@ -39,7 +39,7 @@ def extract_and_store(parts: WorkerParts, batch: Batch) -> int:
     return len(entries)
 
 
-@app.task(bind=True, base=BatchTask, name=names.EXTRACT_DRAIN, **retry_options())
+@stage_task(names.EXTRACT_DRAIN, BatchTask)
 def drain(self: Task, raw: Any) -> int:
     """Take the user's next batch (or the one this task took before a retry) and extract it.
 
@@ -53,9 +53,11 @@ def drain(self: Task, raw: Any) -> int:
         if payload.force:
             st.request_flush(user_id)
         with st.lock(user_id):
+            in_order = parts.config.update == "online"
             batch = pipeline.take_batch(st, user_id, str(self.request.id), threshold, s.visibility_timeout_s,
-                                        s.max_buffer_tokens)
-            more = batch is not None and pipeline.should_drain(st.info(user_id), threshold, s.max_buffer_tokens)
+                                        s.max_buffer_tokens, one_at_a_time=in_order)
+            more = (batch is not None and not in_order
+                    and pipeline.should_drain(st.info(user_id), threshold, s.max_buffer_tokens))
         if batch is None:
             return 0
         if more:
@@ -63,7 +65,7 @@ def drain(self: Task, raw: Any) -> int:
         return extract_and_store(parts, batch)
 
 
-@app.task(bind=True, base=BatchTask, name=names.EXTRACT_RETRY, **retry_options())
+@stage_task(names.EXTRACT_RETRY, BatchTask)
 def retry(self: Task, raw: Any) -> dict[str, int]:
     """Take the user's failed batches back into flight and extract them again; one that fails again is
     failed again (with its new reason) and the others go on."""

@@ -8,10 +8,10 @@ from celery import Task
 
 from lightmem_core import pipeline, retrieval
 from workers import names
-from workers.app import app, get_parts
+from workers.app import get_parts
 from workers.messages import DrainPayload, EntriesPayload, SearchPayload, StorePayload, decode
 from workers.parts import WorkerParts
-from workers.tasks import StageTask, hand_on, retry_options, timed
+from workers.tasks import StageTask, hand_on, stage_task, timed
 
 
 class StoreTask(StageTask):
@@ -34,14 +34,14 @@ def store_and_update(parts: WorkerParts, payload: StorePayload) -> int:
     return len(payload.entries)
 
 
-@app.task(bind=True, base=StoreTask, name=names.STORE_INDEX, **retry_options())
+@stage_task(names.STORE_INDEX, StoreTask)
 def index(self: Task, raw: Any) -> int:
     """Embed and upsert a batch's entries, record it in the history, finish the user's batch."""
     with timed(self):
         return store_and_update(get_parts(), decode(StorePayload, raw))
 
 
-@app.task(bind=True, base=StageTask, name=names.STORE_SEARCH, **retry_options())
+@stage_task(names.STORE_SEARCH)
 def search(self: Task, raw: Any) -> list[dict[str, Any]]:
     """Retrieval as ``LightMemory.retrieve`` does it, answered by the process that owns the store."""
     with timed(self):
@@ -53,7 +53,7 @@ def search(self: Task, raw: Any) -> list[dict[str, Any]]:
                  "weekday": e.weekday} for e, s in hits]
 
 
-@app.task(bind=True, base=StageTask, name=names.STORE_ENTRIES, **retry_options())
+@stage_task(names.STORE_ENTRIES)
 def entries(self: Task, raw: Any) -> list[dict[str, Any]]:
     """Every entry of one user, from the process that owns the store."""
     with timed(self):

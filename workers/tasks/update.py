@@ -12,13 +12,13 @@ from celery import Task
 
 from lightmem_core import update as offline
 from workers import names
-from workers.app import app, get_parts
+from workers.app import get_parts
 from workers.messages import DrainPayload, Payload, UpdatePayload, decode
 from workers.parts import WorkerParts
-from workers.tasks import StageTask, hand_on, retry_options, timed
+from workers.tasks import hand_on, stage_task, timed
 
 
-@app.task(bind=True, base=StageTask, name=names.UPDATE_NIGHTLY, **retry_options())
+@stage_task(names.UPDATE_NIGHTLY)
 def nightly(self: Task) -> list[str]:
     """One update task per user with entries stored since that user's watermark."""
     with timed(self):
@@ -30,7 +30,7 @@ def nightly(self: Task) -> list[str]:
         return list(users)
 
 
-@app.task(bind=True, base=StageTask, name=names.UPDATE_USER, **retry_options())
+@stage_task(names.UPDATE_USER)
 def update_user(self: Task, raw: Any) -> dict[str, int]:
     """The offline update of one user: extend the update queue, decide and apply, move the watermark."""
     with timed(self):
@@ -50,7 +50,7 @@ def flush_idle_users(parts: WorkerParts, send: Callable[[Payload], None] = hand_
     return users
 
 
-@app.task(bind=True, base=StageTask, name=names.UPDATE_FLUSH_IDLE, **retry_options())
+@stage_task(names.UPDATE_FLUSH_IDLE)
 def flush_idle(self: Task) -> list[str]:
     """Beat's idle check: ``flush_idle_users``."""
     with timed(self):

@@ -1,11 +1,18 @@
-"""A scripted OpenAI-compatible HTTP server for tests and benchmarks (the real ``openai`` client talks to it).
+"""A scripted OpenAI-compatible HTTP server for tests, benchmarks and dry runs without an API key.
 
 Serves ``POST /v1/chat/completions`` and ``POST /v1/embeddings`` on 127.0.0.1. Each chat request
 takes the next scripted ``Step`` if there is one (given content, usage or not, a delay, HTTP 429
 with ``Retry-After``, 500, a broken body); otherwise it answers automatically from the request:
 extraction prompts get one fact per message shown, citing that message's reference (plus keywords
-and topic summaries when the prompt asks for them), update prompts get ``ignore``, anything else
-``OK``. Every request is recorded.
+and topic summaries when the prompt asks for them), update prompts get ``ignore`` (or, with
+``update_actions="mixed"``, a decision derived from the target's text, so that runs are
+repeatable), anything else ``OK``. Every request is recorded.
+
+``POST /control`` changes a running server from another process (tests of worker processes):
+``{"steps": [{"status": 500}, ...]}`` queues steps, ``{"fail_marker": "word"}`` answers every
+chat request whose prompt contains ``word`` with invalid JSON (or, with ``"fail_status": 500``,
+with that HTTP status) until it is set to ``null``, and
+``{"update_actions": "mixed"}`` switches the update answers. It answers the current settings.
 
 In a test::
 
@@ -13,12 +20,13 @@ In a test::
         llm.script(Step(status=429, retry_after="1"), Step(content='{"facts": []}'))
         ...  # configure base_url=llm.base_url
 
-As a process: ``python -m tests.support.scripted_llm --port 8011 [--delay-s 1.0]``.
+As a process: ``lightmem scripted-llm --port 8011 [--delay-s 1.0]`` (or ``python -m producers.scripted_llm``).
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import re
 import threading
@@ -48,7 +56,11 @@ class Step:
     raw_body: str | None = None
 
 
-def auto_reply(body: dict[str, Any]) -> str:
+_TARGET = re.compile(r"^Target \[(\S+)\] \S+: (.*)$", re.MULTILINE)
+_CANDIDATE = re.compile(r"^\[(c\d+)\] \S+: (.*)$", re.MULTILINE)
+
+
+def auto_reply(body: dict[str, Any], update_actions: str = "ignore") -> str:
     """A plausible answer to a LightMem prompt, derived from the request alone."""
     messages = body.get("messages", [])
     system = next((m["content"] for m in messages if m["role"] == "system"), "")
@@ -56,8 +68,24 @@ def auto_reply(body: dict[str, Any]) -> str:
     if '"source_ids"' in system:
         return json.dumps(_extraction(user, '"keywords"' in system, '"summaries"' in system))
     if '"action"' in system:
-        return json.dumps({"action": "ignore", "reason": "scripted: nothing to change"})
+        return json.dumps(_update(user) if update_actions == "mixed" else
+                          {"action": "ignore", "reason": "scripted: nothing to change"})
     return "OK"
+
+
+def _update(user: str) -> dict[str, Any]:
+    """A decision that depends on the target's text only: the same request always gets the same answer."""
+    target = _TARGET.search(user)
+    candidates = _CANDIDATE.findall(user)
+    if target is None or not candidates:
+        return {"action": "ignore", "reason": "scripted: nothing to compare"}
+    choice = int(hashlib.sha1(target.group(2).encode("utf-8")).hexdigest(), 16) % 3
+    if choice == 0:
+        return {"action": "update", "new_text": f"{target.group(2)} (confirmed by {candidates[0][0]})",
+                "reason": "scripted: a newer memory confirms it"}
+    if choice == 1:
+        return {"action": "delete", "merge_into": candidates[-1][0], "reason": "scripted: a newer memory replaces it"}
+    return {"action": "ignore", "reason": "scripted: both stay true"}
 
 
 def _extraction(user: str, keywords: bool, summaries: bool) -> dict[str, Any]:
@@ -99,6 +127,9 @@ class ScriptedLLMServer:
         self.delay_s, self.usage = delay_s, usage
         # Answers unscripted requests from the body; returning None falls back to ``auto_reply``.
         self.responder = responder
+        self.fail_marker: str | None = None  # chat requests containing it fail: invalid JSON, or fail_status
+        self.fail_status: int | None = None
+        self.update_actions = "ignore"
         self.requests: list[dict[str, Any]] = []  # chat request bodies, in arrival order
         self.statuses: list[int] = []  # the status answered to each chat request
         self._steps: deque[Step] = deque()
@@ -155,6 +186,9 @@ class ScriptedLLMServer:
     def chat(self, body: dict[str, Any]) -> tuple[int, dict[str, str], str]:
         """Status, headers and body for one chat request."""
         step = self._next(body)
+        marked = bool(self.fail_marker) and str(self.fail_marker) in json.dumps(body.get("messages", []))
+        if marked and self.fail_status is not None:
+            return self.fail_status, {}, json.dumps({"error": {"message": f"scripted HTTP {self.fail_status}"}})
         if step.delay_s:
             self._stopping.wait(step.delay_s)
         headers = {"Retry-After": step.retry_after} if step.retry_after is not None else {}
@@ -163,10 +197,12 @@ class ScriptedLLMServer:
         if step.status != 200:
             return step.status, headers, json.dumps({"error": {"message": f"scripted HTTP {step.status}"}})
         text = step.content
+        if text is None and marked:
+            text = "{scripted: not json"
         if text is None and self.responder is not None:
             text = self.responder(body)
         if text is None:
-            text = auto_reply(body)
+            text = auto_reply(body, self.update_actions)
         reply: dict[str, Any] = {
             "id": f"chatcmpl-{len(self.requests)}", "object": "chat.completion", "created": 0, "model": body.get("model"),
             "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": text}}],
@@ -181,6 +217,21 @@ class ScriptedLLMServer:
         data = [{"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(self._embedder.embed(texts))]
         return 200, {}, json.dumps({"object": "list", "data": data, "model": body.get("model"),
                                     "usage": {"prompt_tokens": 0, "total_tokens": 0}})
+
+    def control(self, body: dict[str, Any]) -> tuple[int, dict[str, str], str]:
+        """Change the running server (see the module's doc); answers the current settings."""
+        if "steps" in body:
+            self.script(*(Step(**step) for step in body["steps"]))
+        if "fail_marker" in body:
+            self.fail_marker = body["fail_marker"]
+            self.fail_status = body.get("fail_status")
+        if "update_actions" in body:
+            if body["update_actions"] not in ("ignore", "mixed"):
+                return 400, {}, json.dumps({"error": {"message": "update_actions: expected 'ignore' or 'mixed'"}})
+            self.update_actions = body["update_actions"]
+        state = {"pending_steps": self.pending(), "fail_marker": self.fail_marker, "fail_status": self.fail_status,
+                 "update_actions": self.update_actions, "requests": len(self.requests)}
+        return 200, {}, json.dumps(state)
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         server = self
@@ -199,6 +250,8 @@ class ScriptedLLMServer:
                         status, headers, payload = server.chat(body)
                     elif self.path.endswith("/embeddings"):
                         status, headers, payload = server.embeddings(body)
+                    elif self.path == "/control":
+                        status, headers, payload = server.control(body)
                     else:
                         status, headers, payload = 404, {}, json.dumps({"error": {"message": "not found"}})
                     data = payload.encode("utf-8")
@@ -215,14 +268,18 @@ class ScriptedLLMServer:
         return Handler
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Serve in automatic mode until interrupted."""
-    parser = argparse.ArgumentParser(description="Scripted OpenAI-compatible server (automatic answers).")
-    parser.add_argument("--port", type=int, default=0)
-    parser.add_argument("--delay-s", type=float, default=0.0)
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (0: any free port, printed)")
+    parser.add_argument("--delay-s", type=float, default=0.0, help="answer each chat request after this delay")
     parser.add_argument("--no-usage", action="store_true", help="leave usage out of replies")
-    args = parser.parse_args(argv)
+    parser.add_argument("--update-actions", choices=["ignore", "mixed"], default="ignore",
+                        help="update prompts: always ignore, or a repeatable mix of update/delete/ignore")
+
+
+def serve(args: argparse.Namespace) -> int:
+    """Serve in automatic mode until interrupted; prints the base URL to configure."""
     server = ScriptedLLMServer(port=args.port, delay_s=args.delay_s, usage=not args.no_usage)
+    server.update_actions = args.update_actions
     print(server.base_url, flush=True)
     try:
         server._httpd.serve_forever()
@@ -230,6 +287,13 @@ def main(argv: list[str] | None = None) -> None:
         pass
     finally:
         server._httpd.server_close()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Scripted OpenAI-compatible server (automatic answers).")
+    add_arguments(parser)
+    serve(parser.parse_args(argv))
 
 
 if __name__ == "__main__":
