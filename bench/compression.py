@@ -33,12 +33,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 from bench.common import locomo_texts, timed
-from lightmem_core.compressors.batching import CPU_BATCH_TOKENS
-from lightmem_core.compressors.lingua_scorer import LinguaScorer
-from lightmem_core.compressors.llmlingua2 import compress_batch
-from lightmem_core.compressors.wordfreq_entropy import WordfreqEntropyCompressor
 from lightmem_core.devices import resolve_device
 from lightmem_core.embedders.huggingface import bundled_minilm_path
+from lightmem_core.sensory.compressors.batching import CPU_BATCH_TOKENS
+from lightmem_core.sensory.compressors.lingua_scorer import LinguaScorer
+from lightmem_core.sensory.compressors.llmlingua2 import compress_batch
+from lightmem_core.sensory.compressors.wordfreq_entropy import WordfreqEntropyCompressor
 from lightmem_core.tokens import count_tokens
 
 RATE = 0.6

@@ -19,14 +19,14 @@ from typing import Any
 from bench.common import data_dir
 from lightmem_core import LightMemory, parse_config
 from lightmem_core.embedders.hashing import HashingEmbedder
+from lightmem_core.extraction.llm import extract_with_llm
 from lightmem_core.factory import build_components, build_llm_client
 from lightmem_core.history import HistoryStore
 from lightmem_core.ingest import normalize_messages
 from lightmem_core.llm.base import CallTag
-from lightmem_core.llm_extraction import extract_with_llm
 from lightmem_core.models import MemoryEntry, TopicSegment
-from lightmem_core.prompts import update as update_prompt
 from lightmem_core.tokens import count_tokens
+from lightmem_core.update.offline import prompt as update_prompt
 from producers.datasets import Conversation, add_conversation, load_locomo
 from producers.scripted_llm import ScriptedLLMServer
 

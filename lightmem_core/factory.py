@@ -8,50 +8,34 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
 
-from lightmem_core.bm25 import BM25Encoder
-from lightmem_core.compressors.base import Compressor
+from lightmem_core.components import Components
 from lightmem_core.config import BaseMemoryConfigs, TextEmbedderConfig
 from lightmem_core.embedders.base import Embedder
+from lightmem_core.embedders.bm25 import BM25Encoder
 from lightmem_core.embedders.huggingface import HuggingFaceEmbedder
 from lightmem_core.embedders.openai import OpenAIEmbedder
 from lightmem_core.errors import ConfigError
-from lightmem_core.extraction import Extractor, VerbatimExtractor
+from lightmem_core.extraction.base import Extractor, VerbatimExtractor
+from lightmem_core.extraction.llm import LLMExtractor
 from lightmem_core.history import HistoryStore
 from lightmem_core.llm.accounting import AccountingClient, CallRecorder
 from lightmem_core.llm.base import LLMClient
 from lightmem_core.llm.openai_compat import OpenAICompatClient
 from lightmem_core.llm.ratelimit import InProcessRateLimiter, RateLimiter
 from lightmem_core.llm.retry import RetryingClient
-from lightmem_core.llm_extraction import LLMExtractor
-from lightmem_core.llm_update import LLMUpdateDecider
-from lightmem_core.segmenters.base import Segmenter
-from lightmem_core.sensory_builders import (
+from lightmem_core.sensory.builders import (
     embedding_segmenter,
     entropy_compressor,
     llmlingua2_compressor,
     llmlingua2_segmenter,
 )
+from lightmem_core.sensory.compressors.base import Compressor
+from lightmem_core.sensory.segmenters.base import Segmenter
 from lightmem_core.stores.base import MemoryStore
 from lightmem_core.stores.qdrant import QdrantStore
-from lightmem_core.tokens import count_tokens
-from lightmem_core.update import UpdateDecider
-
-
-@dataclass
-class Components:
-    """Everything a ``LightMemory`` works with; tests and workers may pass their own instances."""
-
-    store: MemoryStore
-    history: HistoryStore
-    extractor: Extractor
-    embedder: Embedder | None = None
-    bm25: BM25Encoder | None = None
-    compressor: Compressor | None = None
-    segmenter: Segmenter | None = None
-    count_tokens: Callable[[str], int] = count_tokens
-    decider: UpdateDecider | None = None  # None: the model-free exact-duplicate decider
+from lightmem_core.update.decision import UpdateDecider
+from lightmem_core.update.llm import LLMUpdateDecider
 
 
 def _huggingface(cfg: TextEmbedderConfig) -> Embedder:

@@ -16,15 +16,16 @@ import threading
 from typing import Any, Literal
 
 from lightmem_core import pipeline, retrieval
-from lightmem_core import update as offline
+from lightmem_core.components import Components
 from lightmem_core.config import BaseMemoryConfigs, configure_logging, parse_config
 from lightmem_core.errors import ExtractionParseError, InvalidInput, TransientError
-from lightmem_core.factory import Components, build_components
+from lightmem_core.factory import build_components
 from lightmem_core.history import GLOBAL_SCOPE
 from lightmem_core.ingest import normalize_messages
 from lightmem_core.models import MemoryEntry, RetrievedMemory
 from lightmem_core.sqlite_state import SQLiteState
 from lightmem_core.state import Batch
+from lightmem_core.update import offline
 
 log = logging.getLogger(__name__)
 LIBRARY_OWNER = "library"  # the one owner of batches in flight in one process: a later call takes them again
@@ -73,7 +74,8 @@ class LightMemory:
                                         self.config.extraction_roles)
             with self.history.transaction() as conn:
                 self.history.save_messages(conn, prepared)  # the originals, kept from the start
-                self.state.count(user_id, {"messages_skipped_empty": len(batch.skipped_empty)})
+                for scope in (user_id, GLOBAL_SCOPE):
+                    self.history.add_to_counter(conn, scope, "messages_skipped_empty", len(batch.skipped_empty))
                 pipeline.buffer_messages(self.state, user_id, prepared, c.segmenter, self.config, c.count_tokens,
                                          force_segment)
             stored = self._drain(user_id, force_extract)
@@ -114,7 +116,7 @@ class LightMemory:
             log.warning("extraction for user %s failed for now (%s); the batch stays in flight for the next try",
                         batch.user_id, type(exc).__name__)
             return "transient", []
-        pipeline.store_batch(self.state, c, batch, entries)
+        pipeline.store_batch(self.state, c, batch, entries, self.config.extraction_roles)
         pipeline.after_store(c, self.config, entries, c.decider)
         return "stored", entries
 

@@ -20,29 +20,21 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
+from lightmem_core.components import Components
 from lightmem_core.config import BaseMemoryConfigs
 from lightmem_core.errors import ExtractionParseError, TransientError
-from lightmem_core.extraction import Extractor
+from lightmem_core.extraction.base import Extractor, extraction_tokens
+from lightmem_core.history import GLOBAL_SCOPE
 from lightmem_core.models import MemoryEntry, Message, TopicSegment
-from lightmem_core.online import online_update
-from lightmem_core.segmenters.base import Segmenter
-from lightmem_core.sensory import feed
-from lightmem_core.stages import (
-    compress_messages,
-    count_message_tokens,
-    cut_topics,
-    extraction_tokens,
-    index_entries,
-    split_sessions,
-)
+from lightmem_core.sensory.buffer import cut_topics, feed, split_sessions
+from lightmem_core.sensory.compression import compress_messages, count_message_tokens
+from lightmem_core.sensory.compressors.base import Compressor
+from lightmem_core.sensory.segmenters.base import Segmenter
 from lightmem_core.state import Batch, BufferedSegment, BufferInfo, PipelineState, segment_key
-from lightmem_core.update import ExactDuplicateDecider, UpdateDecider
-
-if TYPE_CHECKING:
-    from lightmem_core.compressors.base import Compressor
-    from lightmem_core.factory import Components
+from lightmem_core.stores.indexing import index_entries
+from lightmem_core.update.decision import ExactDuplicateDecider, UpdateDecider
+from lightmem_core.update.online import online_update
 
 log = logging.getLogger(__name__)
 TokenCounter = Callable[[str], int]
@@ -92,7 +84,7 @@ def topic_parts(state: PipelineState, user_id: str, messages: list[Message], seg
 
 
 def ingest_amounts(messages: list[Message], roles: set[str]) -> dict[str, float]:
-    """What the counters learn from messages entering the short-term buffer."""
+    """What the counters learn from a stored batch's messages: turns, tokens before and after compression."""
     used = [m for m in messages if m.role in roles]
     return {
         "messages_in": len(messages),
@@ -107,19 +99,15 @@ def buffer_messages(state: PipelineState, user_id: str, messages: list[Message],
                     tracking_id: str | None = None) -> list[str]:
     """Cut ``messages`` (prepared, one user's) into topic segments and buffer them; returns the new keys.
 
-    Call under the user's lock. A segment buffered before is not appended again, and not counted again.
+    Call under the user's lock. A segment buffered before is not appended again.
     """
     roles = config.extraction_roles
     appended: list[str] = []
-    counted: list[Message] = []
     for part in topic_parts(state, user_id, messages, segmenter, config, count, force):
         segment = BufferedSegment(key=segment_key(part), session_id=part[0].session_id, tracking_id=tracking_id,
                                   tokens=extraction_tokens(part, roles, count), messages=part)
         if state.append(user_id, segment):
             appended.append(segment.key)
-            counted.extend(part)
-    if counted:
-        state.count(user_id, ingest_amounts(counted, roles))
     return appended
 
 
@@ -186,15 +174,20 @@ def extract_batch(batch: Batch, extractor: Extractor) -> list[MemoryEntry]:
 
 
 # --- 5. store ---------------------------------------------------------------------------------------
-def batch_amounts(entries: list[MemoryEntry], count: TokenCounter) -> dict[str, float]:
-    return {"entries_stored": len(entries), "tokens_stored": sum(count(e.memory) for e in entries), "batches": 1}
+def batch_amounts(batch: Batch, entries: list[MemoryEntry], roles: set[str], count: TokenCounter) -> dict[str, float]:
+    """Everything a stored batch adds to the counters."""
+    return {**ingest_amounts(batch.messages, roles), "entries_stored": len(entries),
+            "tokens_stored": sum(count(e.memory) for e in entries), "batches": 1}
 
 
-def store_batch(state: PipelineState, c: Components, batch: Batch, entries: list[MemoryEntry]) -> bool:
-    """Embed and upsert the entries, record messages and changes, finish the batch; ``False`` when a
-    previous run stored it already (the upserts are idempotent, the history is written once)."""
+def store_batch(state: PipelineState, c: Components, batch: Batch, entries: list[MemoryEntry],
+                roles: set[str]) -> bool:
+    """Embed and upsert the entries, record messages, changes and counters in the history, finish the
+    batch; ``False`` when a previous run stored it already (the upserts are idempotent, and the
+    history and the counters are written once)."""
     index_entries(entries, c.store, c.embedder, c.bm25)
     messages = batch.messages
+    amounts = batch_amounts(batch, entries, roles, c.count_tokens)
     with c.history.transaction() as conn:
         c.history.save_messages(conn, messages)
         c.history.set_message_state(conn, [m.id for m in messages], "extracted")
@@ -202,7 +195,10 @@ def store_batch(state: PipelineState, c: Components, batch: Batch, entries: list
             return False
         for e in entries:
             c.history.record_change(conn, e.id, e.user_id, "ADD", None, e.memory, "extracted")
-        state.count(batch.user_id, batch_amounts(entries, c.count_tokens))
+        for scope in (batch.user_id, GLOBAL_SCOPE):
+            for name, value in amounts.items():
+                c.history.add_to_counter(conn, scope, name, value)
+    state.observe(batch.user_id, amounts)
     return True
 
 

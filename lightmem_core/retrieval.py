@@ -5,15 +5,12 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from lightmem_core.bm25 import SparseVec
+from lightmem_core.components import Components
 from lightmem_core.config import Strategy
+from lightmem_core.embedders.bm25 import SparseVec
 from lightmem_core.models import MemoryEntry
-
-if TYPE_CHECKING:
-    from lightmem_core.factory import Components
-
 
 QueryVectors = tuple[list[float] | None, SparseVec | None]
 

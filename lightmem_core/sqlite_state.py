@@ -136,11 +136,8 @@ class SQLiteState:
         return batch
 
     # --- accounting -------------------------------------------------------------------------------
-    def count(self, user_id: str, amounts: dict[str, float]) -> None:
-        with self.history.transaction() as conn:
-            for scope in (user_id, GLOBAL_SCOPE):
-                for name, value in amounts.items():
-                    self.history.add_to_counter(conn, scope, name, value)
+    def observe(self, user_id: str, amounts: dict[str, float]) -> None:
+        """Nothing to add: in one process the history's counters are the live view."""
 
     def counters(self, user_id: str | None = None) -> dict[str, float]:
         return self.history.counters(user_id if user_id is not None else GLOBAL_SCOPE)

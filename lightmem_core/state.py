@@ -13,7 +13,7 @@ What the state holds per user:
   (a re-run of the same owner, or anyone after the lease, takes the batch again);
 - **failed batches**: batches whose extraction or storing failed for good, with the reason and the
   raw reply, until ``retry_failed`` takes them back into flight;
-- counters (messages, tokens, entries) and the user's lock.
+- live counters beside the history's record (what ``lightmem stats`` reads), and the user's lock.
 """
 
 from __future__ import annotations
@@ -148,10 +148,10 @@ class PipelineState(Protocol):
         ...
 
     # --- accounting -------------------------------------------------------------------------------
-    def count(self, user_id: str, amounts: dict[str, float]) -> None:
-        """Add to the user's and the global counters."""
+    def observe(self, user_id: str, amounts: dict[str, float]) -> None:
+        """Add to the live counters of the user and of all users (the history keeps the record itself)."""
         ...
 
     def counters(self, user_id: str | None = None) -> dict[str, float]:
-        """The counters of one user, or the global ones."""
+        """The live counters of one user, or of all users."""
         ...

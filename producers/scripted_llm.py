@@ -56,8 +56,9 @@ class Step:
     raw_body: str | None = None
 
 
-_TARGET = re.compile(r"^Target \[(\S+)\] \S+: (.*)$", re.MULTILINE)
-_CANDIDATE = re.compile(r"^\[(c\d+)\] \S+: (.*)$", re.MULTILINE)
+_WHEN = r"\d{4}-\d{2}-\d{2} \d{2}:\d{2} \w*"  # "2025-03-01 10:00 Sat", as the update prompt shows times
+_TARGET = re.compile(rf"^Target \[(\S+)\] {_WHEN}: (.*)$", re.MULTILINE)
+_CANDIDATE = re.compile(rf"^\[(c\d+)\] {_WHEN}: (.*)$", re.MULTILINE)
 
 
 def auto_reply(body: dict[str, Any], update_actions: str = "ignore") -> str:

@@ -16,14 +16,14 @@ from typing import Any
 import redis
 
 from lightmem_core import factory
-from lightmem_core.compressors.base import Compressor
+from lightmem_core.components import Components
 from lightmem_core.config import BaseMemoryConfigs
-from lightmem_core.extraction import Extractor
-from lightmem_core.factory import Components
+from lightmem_core.extraction.base import Extractor
 from lightmem_core.llm.base import LLMClient
-from lightmem_core.segmenters.base import Segmenter
+from lightmem_core.sensory.compressors.base import Compressor
+from lightmem_core.sensory.segmenters.base import Segmenter
 from lightmem_core.tokens import count_tokens
-from lightmem_core.update import UpdateDecider
+from lightmem_core.update.decision import UpdateDecider
 from workers.ratelimit import RedisCallRecorder, RedisRateLimiter
 from workers.redis_state import RedisState
 from workers.settings import DistributedSettings

@@ -198,7 +198,7 @@ class RedisState:
             self.r.hset(key, mapping={"state": "indexed", "indexed_at": time.time()})
 
     # --- accounting -------------------------------------------------------------------------------
-    def count(self, user_id: str, amounts: dict[str, float]) -> None:
+    def observe(self, user_id: str, amounts: dict[str, float]) -> None:
         pipe = self.r.pipeline()
         for key in (self.keys.stats, self.k(user_id, "stats")):
             for name, value in amounts.items():

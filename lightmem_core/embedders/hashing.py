@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import zlib
 
-from lightmem_core.bm25 import tokenize
+from lightmem_core.embedders.bm25 import tokenize
 
 
 class HashingEmbedder:

@@ -8,7 +8,7 @@ from typing import TypeVar
 
 from lightmem_core.errors import ExtractionParseError
 from lightmem_core.llm.base import CallTag, ChatMessage, LLMClient
-from lightmem_core.prompts.common import repair_messages
+from lightmem_core.llm.replies import repair_messages
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal, Protocol
 
-from lightmem_core.bm25 import SparseVec
+from lightmem_core.embedders.bm25 import SparseVec
 from lightmem_core.models import MemoryEntry
 
 SearchStrategy = Literal["embedding", "context", "hybrid"]

@@ -14,7 +14,7 @@ from typing import Any
 
 from qdrant_client import QdrantClient, models
 
-from lightmem_core.bm25 import SparseVec
+from lightmem_core.embedders.bm25 import SparseVec
 from lightmem_core.errors import StoreError
 from lightmem_core.models import MemoryEntry
 from lightmem_core.stores.base import SearchStrategy

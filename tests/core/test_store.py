@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from lightmem_core.bm25 import BM25Encoder
 from lightmem_core.embedders import HashingEmbedder
+from lightmem_core.embedders.bm25 import BM25Encoder
 from lightmem_core.errors import InvalidInput, StoreError
 from lightmem_core.models import MemoryEntry, entry_id_for
 from lightmem_core.stores import QdrantStore

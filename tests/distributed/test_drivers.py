@@ -144,10 +144,15 @@ CHANGE_FIELDS = ("entry_id", "action", "old_text", "new_text", "reason")
 
 
 def snapshot(driver: Driver, user_ids: list[str]) -> dict[str, Any]:
-    """Entries (wall-clock fields left out) and the update history of each user."""
-    return {u: {"entries": sorted(tuple(json.dumps(e[f]) for f in ENTRY_FIELDS) for e in driver.entries(u)),
-                "history": [tuple(c[f] for f in CHANGE_FIELDS) for c in driver.history(u)]}
-            for u in user_ids}
+    """Entries (wall-clock fields left out) and the history of each user: the entries added (the queues
+    store independent batches of a user in any order), then every update decision in the order made."""
+    out = {}
+    for u in user_ids:
+        changes = [tuple(c[f] for f in CHANGE_FIELDS) for c in driver.history(u)]
+        out[u] = {"entries": sorted(tuple(json.dumps(e[f]) for f in ENTRY_FIELDS) for e in driver.entries(u)),
+                  "added": sorted(c for c in changes if c[1] == "ADD"),
+                  "updates": [c for c in changes if c[1] != "ADD"]}
+    return out
 
 
 # --- scenarios ----------------------------------------------------------------------------------------

@@ -7,10 +7,11 @@ import json
 import pytest
 
 from lightmem_core.errors import ExtractionParseError
+from lightmem_core.extraction import prompt as extraction
+from lightmem_core.extraction.llm import LLMExtractor
 from lightmem_core.llm import ScriptedClient
-from lightmem_core.llm_extraction import LLMExtractor
 from lightmem_core.models import Message, TopicSegment
-from lightmem_core.prompts import extraction, update
+from lightmem_core.update import prompt as update
 
 
 def _segment(session: str, topic: int, texts: list[tuple[str, str, str]]) -> TopicSegment:

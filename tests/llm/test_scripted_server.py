@@ -49,3 +49,45 @@ def test_embeddings_and_broken_bodies(llm_server: ScriptedLLMServer) -> None:
     with pytest.raises(ValueError):  # the SDK lets the JSON error through; our client translates it
         client.chat.completions.create(model="m", messages=[{"role": "user", "content": "hi"}])
     assert llm_server.pending() == 0 and len(llm_server.requests) == 1
+
+
+def test_control_switches_mixed_updates_and_a_fail_marker_from_another_process() -> None:
+    """``/control`` as the worker tests use it: decisions the real decider accepts, and marked prompts failing."""
+    import urllib.request
+    from datetime import UTC, datetime, timedelta
+
+    from lightmem_core.config import LLMConfig
+    from lightmem_core.errors import ExtractionParseError, TransientError
+    from lightmem_core.llm.openai_compat import OpenAICompatClient
+    from lightmem_core.models import MemoryEntry
+    from lightmem_core.update.llm import LLMUpdateDecider
+
+    def control(base_url: str, **settings: object) -> dict[str, object]:
+        request = urllib.request.Request(base_url.removesuffix("/v1") + "/control", data=json.dumps(settings).encode(),
+                                         method="POST")
+        with urllib.request.urlopen(request, timeout=10) as reply:
+            return dict(json.loads(reply.read()))
+
+    def entry(text: str, day: int) -> MemoryEntry:
+        return MemoryEntry(id=f"e{day}-{text}", user_id="u", memory=text, time_stamp=datetime(2025, 1, 1, tzinfo=UTC)
+                           + timedelta(days=day))
+
+    with ScriptedLLMServer() as server:
+        client = OpenAICompatClient("openai", LLMConfig(api_key="k", base_url=server.base_url, max_retries=0))
+        decider = LLMUpdateDecider(client)
+        targets = [entry(f"Ann likes kayak trip number {i}", 1) for i in range(12)]
+        newer = [entry("Ann went kayaking again", 2)]
+        assert {decider.decide(t, newer).action for t in targets} == {"ignore"}
+        assert control(server.base_url, update_actions="mixed")["update_actions"] == "mixed"
+        decisions = [decider.decide(t, newer) for t in targets]
+        assert {d.action for d in decisions} == {"update", "delete", "ignore"}
+        assert decisions == [decider.decide(t, newer) for t in targets]  # repeatable
+        assert all(d.merge_into == newer[0].id for d in decisions if d.action == "delete")
+        control(server.base_url, fail_marker="kayak")
+        with pytest.raises(ExtractionParseError):
+            decider.decide(targets[0], newer)
+        control(server.base_url, fail_marker="kayak", fail_status=500)
+        with pytest.raises(TransientError):
+            decider.decide(targets[0], newer)
+        control(server.base_url, fail_marker=None)
+        assert decider.decide(targets[0], newer) == decisions[0]

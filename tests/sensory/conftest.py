@@ -75,14 +75,14 @@ def causal_path(tmp_path_factory: pytest.TempPathFactory, minilm_path: str) -> s
 
 @pytest.fixture(scope="session")
 def scorer(lingua_path: str) -> Any:
-    from lightmem_core.compressors.lingua_scorer import LinguaScorer
+    from lightmem_core.sensory.compressors.lingua_scorer import LinguaScorer
 
     return LinguaScorer(lingua_path, device="cpu", batch_size=8, max_text_tokens=4096)
 
 
 @pytest.fixture(scope="session")
 def attention_scorer(lingua_path: str) -> Any:
-    from lightmem_core.compressors.lingua_scorer import LinguaScorer
+    from lightmem_core.sensory.compressors.lingua_scorer import LinguaScorer
 
     return LinguaScorer(lingua_path, device="cpu", batch_size=8, attention=True, max_text_tokens=4096)
 
@@ -90,9 +90,9 @@ def attention_scorer(lingua_path: str) -> Any:
 @pytest.fixture(scope="session")
 def compressors(scorer: Any, causal_path: str) -> dict[str, Any]:
     """One compressor of each kind at rate 0.5, keyed by name."""
-    from lightmem_core.compressors.entropy import EntropyCompressor
-    from lightmem_core.compressors.llmlingua2 import LLMLingua2Compressor
-    from lightmem_core.compressors.wordfreq_entropy import WordfreqEntropyCompressor
+    from lightmem_core.sensory.compressors.entropy import EntropyCompressor
+    from lightmem_core.sensory.compressors.llmlingua2 import LLMLingua2Compressor
+    from lightmem_core.sensory.compressors.wordfreq_entropy import WordfreqEntropyCompressor
 
     return {
         "llmlingua-2": LLMLingua2Compressor(scorer, rate=0.5),

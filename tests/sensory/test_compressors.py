@@ -7,12 +7,12 @@ from typing import Any
 
 import pytest
 
-from lightmem_core.compressors.batching import CPU_BATCH_TOKENS, length_batches
-from lightmem_core.compressors.lingua_scorer import LinguaScorer, chunk_spans
-from lightmem_core.compressors.llmlingua2 import LLMLingua2Compressor, compress_batch
-from lightmem_core.compressors.selection import check_rate
 from lightmem_core.config import parse_config
 from lightmem_core.errors import ConfigError, ModelLoadError
+from lightmem_core.sensory.compressors.batching import CPU_BATCH_TOKENS, length_batches
+from lightmem_core.sensory.compressors.lingua_scorer import LinguaScorer, chunk_spans
+from lightmem_core.sensory.compressors.llmlingua2 import LLMLingua2Compressor, compress_batch
+from lightmem_core.sensory.compressors.selection import check_rate
 from tests.sensory.conftest import CAR_REPAIR, COOKING
 
 KINDS = ["llmlingua-2", "entropy", "wordfreq"]
@@ -223,7 +223,7 @@ def test_unusable_device_fails_at_load(lingua_path: str) -> None:
 
 
 def test_wordfreq_keeps_negations_so_no_fact_is_reversed() -> None:
-    from lightmem_core.compressors.wordfreq_entropy import WordfreqEntropyCompressor
+    from lightmem_core.sensory.compressors.wordfreq_entropy import WordfreqEntropyCompressor
 
     compressor = WordfreqEntropyCompressor(rate=0.5)
     texts = ["I'm allergic to peanuts, so please never suggest satay recipes.", "I don't eat meat and I am not vegan."]

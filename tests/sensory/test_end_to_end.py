@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 
 from lightmem_core import LightMemory
-from lightmem_core.compressors.llmlingua2 import LLMLingua2Compressor
-from lightmem_core.segmenters.llmlingua2 import LLMLingua2Segmenter
-from lightmem_core.sensory import SENSORY
+from lightmem_core.sensory.buffer import SENSORY
+from lightmem_core.sensory.compressors.llmlingua2 import LLMLingua2Compressor
+from lightmem_core.sensory.segmenters.llmlingua2 import LLMLingua2Segmenter
 from producers.scripted_llm import ScriptedLLMServer
 from tests.sensory.conftest import conversation
 

@@ -7,13 +7,13 @@ from typing import Any
 import pytest
 
 from lightmem_core import parse_config
-from lightmem_core.compressors.entropy import EntropyCompressor
-from lightmem_core.compressors.llmlingua2 import LLMLingua2Compressor
-from lightmem_core.compressors.wordfreq_entropy import WordfreqEntropyCompressor
 from lightmem_core.errors import ConfigError, ModelLoadError
 from lightmem_core.factory import COMPRESSORS, SEGMENTERS, build_compressor, build_segmenter
-from lightmem_core.segmenters.embedding import EmbeddingSegmenter
-from lightmem_core.segmenters.llmlingua2 import LLMLingua2Segmenter
+from lightmem_core.sensory.compressors.entropy import EntropyCompressor
+from lightmem_core.sensory.compressors.llmlingua2 import LLMLingua2Compressor
+from lightmem_core.sensory.compressors.wordfreq_entropy import WordfreqEntropyCompressor
+from lightmem_core.sensory.segmenters.embedding import EmbeddingSegmenter
+from lightmem_core.sensory.segmenters.llmlingua2 import LLMLingua2Segmenter
 
 
 def test_registered_kinds_are_the_configurable_ones() -> None:

@@ -6,10 +6,10 @@ from typing import Any
 
 import pytest
 
-from lightmem_core.compressors.llmlingua2 import LLMLingua2Compressor
 from lightmem_core.models import Message
-from lightmem_core.segmenters.embedding import EmbeddingSegmenter, turn_starts
-from lightmem_core.segmenters.llmlingua2 import LLMLingua2Segmenter
+from lightmem_core.sensory.compressors.llmlingua2 import LLMLingua2Compressor
+from lightmem_core.sensory.segmenters.embedding import EmbeddingSegmenter, turn_starts
+from lightmem_core.sensory.segmenters.llmlingua2 import LLMLingua2Segmenter
 from tests.sensory.conftest import CAR_REPAIR, COOKING, as_messages, conversation
 
 LAYERS = [3, 4, 5]  # MiniLM has 6 layers; LightMem's 8-11 are for the 12-layer LLMLingua-2 model

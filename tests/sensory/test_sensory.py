@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from lightmem_core.models import Message
-from lightmem_core.sensory import SENSORY, feed
+from lightmem_core.sensory.buffer import SENSORY, feed
 from tests.sensory.conftest import as_messages, conversation
 
 

@@ -44,7 +44,7 @@ def compress_sessions(self: Task, raw: Any) -> dict[str, int]:
                     keys = pipeline.buffer_messages(st, item.user_id, messages, parts.segmenter, cfg,
                                                     parts.count_tokens, force=True, tracking_id=item.tracking_id)
                     if keys and item.skipped_empty:
-                        st.count(item.user_id, {"messages_skipped_empty": item.skipped_empty})
+                        st.observe(item.user_id, {"messages_skipped_empty": item.skipped_empty})
                     st.item_buffered(item.tracking_id, item.user_id, keys)
                 done["segments"] += len(keys)
                 done["sessions"] += 1

@@ -27,7 +27,7 @@ class StoreTask(StageTask):
 def store_and_update(parts: WorkerParts, payload: StorePayload) -> int:
     """Store a batch (once), run the online update when configured, and drain the user again if due."""
     st, c, s = parts.state, parts.components, parts.settings
-    if pipeline.store_batch(st, c, payload.batch, payload.entries):
+    if pipeline.store_batch(st, c, payload.batch, payload.entries, parts.roles):
         pipeline.after_store(c, parts.config, payload.entries, parts.decider)
     if pipeline.should_drain(st.info(payload.user_id), parts.config.short_term_threshold_tokens, s.max_buffer_tokens):
         hand_on(DrainPayload(user_id=payload.user_id))

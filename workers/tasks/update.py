@@ -10,7 +10,7 @@ from typing import Any
 
 from celery import Task
 
-from lightmem_core import update as offline
+from lightmem_core.update import offline
 from workers import names
 from workers.app import get_parts
 from workers.messages import DrainPayload, Payload, UpdatePayload, decode

@@ -16,14 +16,14 @@ from typing import Any, Literal
 
 import numpy as np
 
-from lightmem_core.compressors.base import CompressionResult
-from lightmem_core.compressors.batching import batch_token_cap, length_batches
-from lightmem_core.compressors.lingua_scorer import chunk_spans, to_device
-from lightmem_core.compressors.llmlingua2 import results
-from lightmem_core.compressors.selection import Word, check_rate
 from lightmem_core.config import DEFAULT_FORCE_TOKENS
 from lightmem_core.devices import resolve_device
 from lightmem_core.errors import ModelLoadError
+from lightmem_core.sensory.compressors.base import CompressionResult
+from lightmem_core.sensory.compressors.batching import batch_token_cap, length_batches
+from lightmem_core.sensory.compressors.lingua_scorer import chunk_spans, to_device
+from lightmem_core.sensory.compressors.llmlingua2 import results
+from lightmem_core.sensory.compressors.selection import Word, check_rate
 
 _OPENERS = ("Ġ", "▁", "Ċ")
 

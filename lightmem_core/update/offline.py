@@ -11,52 +11,15 @@ each other. Every change is written to the history store.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal, Protocol
 
+from lightmem_core.components import Components
 from lightmem_core.errors import ExtractionParseError
 from lightmem_core.models import MemoryEntry, utc_now
-from lightmem_core.stages import index_entries
-
-if TYPE_CHECKING:  # factory builds deciders from this module's protocol, so import it for types only
-    from lightmem_core.factory import Components
+from lightmem_core.stores.indexing import index_entries
+from lightmem_core.update.decision import Decision, ExactDuplicateDecider, UpdateDecider
 
 log = logging.getLogger(__name__)
 WATERMARK = "update_queue_created_ts"
-
-
-@dataclass(frozen=True)
-class Decision:
-    """What to do with a queued entry: keep it, rewrite it, or delete it (optionally into a survivor)."""
-
-    action: Literal["update", "delete", "ignore"]
-    new_text: str | None = None
-    reason: str = ""
-    merge_into: str | None = None
-
-
-class UpdateDecider(Protocol):
-    """Decides the fate of ``entry`` given newer, similar ``candidates``."""
-
-    def decide(self, entry: MemoryEntry, candidates: list[MemoryEntry]) -> Decision: ...
-
-
-@dataclass
-class ExactDuplicateDecider:
-    """The model-free decider: an entry whose text a newer entry repeats exactly is merged into it."""
-
-    merged: int = field(default=0)
-
-    def decide(self, entry: MemoryEntry, candidates: list[MemoryEntry]) -> Decision:
-        norm = _normal(entry.memory)
-        for cand in candidates:
-            if _normal(cand.memory) == norm:
-                return Decision("delete", reason="exact duplicate of a newer entry", merge_into=cand.id)
-        return Decision("ignore", reason="no exact duplicate")
-
-
-def _normal(text: str) -> str:
-    return " ".join(text.lower().split())
 
 
 def build_queue(c: Components, user_id: str, top_k: int = 20, keep_top_n: int = 10) -> int:

@@ -9,18 +9,18 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from lightmem_core.compressors.base import Compressor
-from lightmem_core.compressors.entropy import EntropyCompressor
-from lightmem_core.compressors.lingua_scorer import LinguaScorer
-from lightmem_core.compressors.llmlingua2 import LLMLingua2Compressor
-from lightmem_core.compressors.wordfreq_entropy import WordfreqEntropyCompressor
 from lightmem_core.config import BaseMemoryConfigs, EntropyConfig, PreCompressorConfig, TopicSegmenterConfig
 from lightmem_core.devices import resolve_device
 from lightmem_core.embedders.base import Embedder
 from lightmem_core.errors import ConfigError
-from lightmem_core.segmenters.base import Segmenter
-from lightmem_core.segmenters.embedding import EmbeddingSegmenter
-from lightmem_core.segmenters.llmlingua2 import LLMLingua2Segmenter
+from lightmem_core.sensory.compressors.base import Compressor
+from lightmem_core.sensory.compressors.entropy import EntropyCompressor
+from lightmem_core.sensory.compressors.lingua_scorer import LinguaScorer
+from lightmem_core.sensory.compressors.llmlingua2 import LLMLingua2Compressor
+from lightmem_core.sensory.compressors.wordfreq_entropy import WordfreqEntropyCompressor
+from lightmem_core.sensory.segmenters.base import Segmenter
+from lightmem_core.sensory.segmenters.embedding import EmbeddingSegmenter
+from lightmem_core.sensory.segmenters.llmlingua2 import LLMLingua2Segmenter
 
 
 @lru_cache(maxsize=4)

@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from lightmem_core.models import Message
-from lightmem_core.segmenters.base import Segmenter
+from lightmem_core.sensory.segmenters.base import Segmenter
 
 SENSORY = "sensory"
 
@@ -81,3 +81,21 @@ def feed(
         result.segments.extend(parts)
     result.remaining = buffer
     return result
+
+
+def split_sessions(messages: list[Message]) -> list[list[Message]]:
+    """Group messages by session, each group in (time, turn) order, groups by their first message."""
+    groups: dict[str, list[Message]] = {}
+    for m in messages:
+        groups.setdefault(m.session_id, []).append(m)
+    ordered = [sorted(g, key=lambda m: m.order_key) for g in groups.values()]
+    return sorted(ordered, key=lambda g: g[0].order_key)
+
+
+def cut_topics(session_messages: list[Message], segmenter: Segmenter | None) -> list[list[Message]]:
+    """Cut one session's messages at the segmenter's boundaries (one segment without a segmenter)."""
+    if segmenter is None or len(session_messages) < 2:
+        return [session_messages] if session_messages else []
+    cuts = [b for b in segmenter.boundaries(session_messages) if 0 < b < len(session_messages)]
+    edges = [0, *sorted(set(cuts)), len(session_messages)]
+    return [session_messages[a:b] for a, b in zip(edges, edges[1:], strict=False) if b > a]

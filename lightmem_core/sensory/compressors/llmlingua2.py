@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from lightmem_core.compressors.base import CompressionResult
-from lightmem_core.compressors.lingua_scorer import LinguaScorer
-from lightmem_core.compressors.selection import Word, check_rate, compress_words
 from lightmem_core.config import DEFAULT_FORCE_TOKENS
+from lightmem_core.sensory.compressors.base import CompressionResult
+from lightmem_core.sensory.compressors.lingua_scorer import LinguaScorer
+from lightmem_core.sensory.compressors.selection import Word, check_rate, compress_words
 from lightmem_core.tokens import count_tokens
 
 

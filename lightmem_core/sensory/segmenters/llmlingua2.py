@@ -2,7 +2,7 @@
 
 Coarse boundaries: the LLMLingua-2 model reads the buffered texts of the used roles in one context
 window; where a text's attention share to the text just before it is a local maximum, a topic may
-start (``lightmem_core.compressors.attention``). Fine boundaries: similarity drops between
+start (``lightmem_core.sensory.compressors.attention``). Fine boundaries: similarity drops between
 neighbouring turns (``EmbeddingSegmenter``). A fine boundary is kept when a coarse one lies within
 ``window_turns`` turns of it; when none does, the fine boundaries stand alone (as in LightMem).
 
@@ -15,10 +15,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from lightmem_core.compressors.attention import local_maxima
-from lightmem_core.compressors.lingua_scorer import LinguaScorer
 from lightmem_core.models import Message
-from lightmem_core.segmenters.embedding import EmbeddingSegmenter
+from lightmem_core.sensory.compressors.attention import local_maxima
+from lightmem_core.sensory.compressors.lingua_scorer import LinguaScorer
+from lightmem_core.sensory.segmenters.embedding import EmbeddingSegmenter
 
 
 class LLMLingua2Segmenter:

@@ -20,10 +20,11 @@ from typing import Any
 
 import numpy as np
 
-from lightmem_core.compressors.batching import batch_token_cap, length_batches
-from lightmem_core.compressors.selection import Word
 from lightmem_core.devices import resolve_device
 from lightmem_core.errors import ConfigError, ModelLoadError
+from lightmem_core.sensory.compressors.attention import Window, neighbour_attention
+from lightmem_core.sensory.compressors.batching import batch_token_cap, length_batches
+from lightmem_core.sensory.compressors.selection import Word
 
 log = logging.getLogger(__name__)
 
@@ -35,17 +36,6 @@ class Encoded:
     ids: list[int]
     offsets: list[tuple[int, int]]
     word_ids: list[int]
-
-
-@dataclass(frozen=True)
-class Window:
-    """One model input: pieces ``(text index, first token, end token)`` laid out after [CLS]."""
-
-    pieces: list[tuple[int, int, int]]
-
-    @property
-    def length(self) -> int:
-        return 2 + sum(b - a for _, a, b in self.pieces)
 
 
 class LinguaScorer:
@@ -136,7 +126,6 @@ class LinguaScorer:
     def _run(self, encoded: list[Encoded], windows: list[Window], layers: list[int] | None) -> tuple[list[np.ndarray], list[float | None]]:
         import torch
 
-        from lightmem_core.compressors.attention import neighbour_attention
 
         probs = [np.zeros(len(e.ids), dtype=np.float32) for e in encoded]
         neighbour: list[float | None] = [None] * len(encoded)

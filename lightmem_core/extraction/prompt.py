@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from lightmem_core.errors import ExtractionParseError
 from lightmem_core.llm.base import ChatMessage
-from lightmem_core.prompts.common import load_reply
+from lightmem_core.llm.replies import load_reply
 
 VERSION = "extraction-2026-11-24"
 

@@ -8,14 +8,22 @@ boundaries of the ``llmlingua-2`` segmenter.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
 
 import numpy as np
 
-if TYPE_CHECKING:
-    from lightmem_core.compressors.lingua_scorer import Window
-
 EDGE = 3
+
+
+@dataclass(frozen=True)
+class Window:
+    """One model input: pieces ``(text index, first token, end token)`` laid out after [CLS]."""
+
+    pieces: list[tuple[int, int, int]]
+
+    @property
+    def length(self) -> int:
+        return 2 + sum(b - a for _, a, b in self.pieces)
 
 
 def neighbour_attention(window: Window, att: np.ndarray) -> dict[int, float]:

@@ -5,8 +5,8 @@ from __future__ import annotations
 from lightmem_core.llm.base import CallTag, LLMClient
 from lightmem_core.llm.structured import ask_json
 from lightmem_core.models import MemoryEntry
-from lightmem_core.prompts import update as prompt
-from lightmem_core.update import Decision
+from lightmem_core.update import prompt
+from lightmem_core.update.decision import Decision
 
 
 def _shown(ref: str, entry: MemoryEntry) -> prompt.PromptMemory:

@@ -9,14 +9,12 @@ stamp never act on each other.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
 
+from lightmem_core.components import Components
 from lightmem_core.errors import ExtractionParseError
 from lightmem_core.models import MemoryEntry
-from lightmem_core.update import UpdateDecider, apply_decision
-
-if TYPE_CHECKING:
-    from lightmem_core.factory import Components
+from lightmem_core.update.decision import UpdateDecider
+from lightmem_core.update.offline import apply_decision
 
 log = logging.getLogger(__name__)
 

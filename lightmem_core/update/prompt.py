@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict
 
 from lightmem_core.errors import ExtractionParseError
 from lightmem_core.llm.base import ChatMessage
-from lightmem_core.prompts.common import load_reply
+from lightmem_core.llm.replies import load_reply
 
 VERSION = "update-2026-11-24"
 

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from lightmem_core.extraction import prompt
 from lightmem_core.llm.base import CallTag, LLMClient
 from lightmem_core.llm.structured import ask_json
 from lightmem_core.models import MemoryEntry, Message, TopicSegment, entry_id_for
-from lightmem_core.prompts import extraction as prompt
 from lightmem_core.timeparse import weekday_name
 
 

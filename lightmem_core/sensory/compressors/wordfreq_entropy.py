@@ -12,10 +12,10 @@ import re
 from collections.abc import Sequence
 from functools import lru_cache
 
-from lightmem_core.compressors.base import CompressionResult
-from lightmem_core.compressors.selection import Word, check_rate, compress_words
 from lightmem_core.config import DEFAULT_FORCE_TOKENS
 from lightmem_core.errors import ModelLoadError
+from lightmem_core.sensory.compressors.base import CompressionResult
+from lightmem_core.sensory.compressors.selection import Word, check_rate, compress_words
 from lightmem_core.tokens import count_tokens
 
 # Words (letters, digits, inner apostrophes) or single other visible characters (punctuation, emoji).

@@ -1,0 +1,31 @@
+"""``Components``: the wired backends one driver works with (built by ``lightmem_core.factory``)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from lightmem_core.embedders.base import Embedder
+from lightmem_core.embedders.bm25 import BM25Encoder
+from lightmem_core.extraction.base import Extractor
+from lightmem_core.history import HistoryStore
+from lightmem_core.sensory.compressors.base import Compressor
+from lightmem_core.sensory.segmenters.base import Segmenter
+from lightmem_core.stores.base import MemoryStore
+from lightmem_core.tokens import count_tokens
+from lightmem_core.update.decision import UpdateDecider
+
+
+@dataclass
+class Components:
+    """Everything a ``LightMemory`` works with; tests and workers may pass their own instances."""
+
+    store: MemoryStore
+    history: HistoryStore
+    extractor: Extractor
+    embedder: Embedder | None = None
+    bm25: BM25Encoder | None = None
+    compressor: Compressor | None = None
+    segmenter: Segmenter | None = None
+    count_tokens: Callable[[str], int] = count_tokens
+    decider: UpdateDecider | None = None  # None: the model-free exact-duplicate decider
