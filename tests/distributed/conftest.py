@@ -109,7 +109,8 @@ def running_cluster(procs: LocalCluster, tag: str = "", env: dict[str, str] | No
                     **{f"LIGHTMEM_QUEUE_{role.upper()}": f"{tag}.{role}" for role in ROLES}})
     full_env = {**procs.env, **own}
     saved = dict(os.environ)
-    os.environ.update(full_env)  # the test process reads the same settings as the workers
+    os.environ.clear()  # exactly the workers' settings: none left over from a cluster started before
+    os.environ.update(full_env)
     settings = DistributedSettings()
     names = {role: f"{tag}-{role}" if tag else role for role in ROLES}
     metrics_ports = {role: free_port() for role in ROLES}

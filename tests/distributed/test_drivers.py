@@ -148,8 +148,9 @@ def snapshot(driver: Driver, user_ids: list[str]) -> dict[str, Any]:
     store independent batches of a user in any order), then every update decision in the order made."""
     out = {}
     for u in user_ids:
+        entries = driver.entries(u)  # first: through the store queue, it waits for the store worker's work
         changes = [tuple(c[f] for f in CHANGE_FIELDS) for c in driver.history(u)]
-        out[u] = {"entries": sorted(tuple(json.dumps(e[f]) for f in ENTRY_FIELDS) for e in driver.entries(u)),
+        out[u] = {"entries": sorted(tuple(json.dumps(e[f]) for f in ENTRY_FIELDS) for e in entries),
                   "added": sorted(c for c in changes if c[1] == "ADD"),
                   "updates": [c for c in changes if c[1] != "ADD"]}
     return out
