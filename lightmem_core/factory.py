@@ -6,6 +6,7 @@ model path is checked now, so a wrong path fails at ``from_config`` and not at f
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable
 
@@ -36,6 +37,8 @@ from lightmem_core.stores.base import MemoryStore
 from lightmem_core.stores.qdrant import QdrantStore
 from lightmem_core.update.decision import UpdateDecider
 from lightmem_core.update.llm import LLMUpdateDecider
+
+log = logging.getLogger(__name__)
 
 
 def _huggingface(cfg: TextEmbedderConfig) -> Embedder:
@@ -105,6 +108,9 @@ def build_llm_client(config: BaseMemoryConfigs, recorder: CallRecorder | None = 
 def build_extractor(config: BaseMemoryConfigs, client: LLMClient | None = None) -> Extractor:
     """Verbatim or LLM extraction; ``client`` defaults to a new stack without accounting."""
     if config.memory_manager.model_name == "verbatim":
+        log.info("extraction runs in verbatim mode: one entry per %s message, no LLM", config.messages_use)
+        if config.metadata_generate or config.text_summary:
+            log.warning("metadata_generate and text_summary need an LLM; verbatim mode stores entries without them")
         return VerbatimExtractor(config.extraction_roles)
     client = client or build_llm_client(config)
     assert client is not None

@@ -23,6 +23,7 @@ from lightmem_core.factory import build_components
 from lightmem_core.history import GLOBAL_SCOPE
 from lightmem_core.ingest import normalize_messages
 from lightmem_core.models import MemoryEntry, RetrievedMemory
+from lightmem_core.spec import PipelineSpec
 from lightmem_core.sqlite_state import SQLiteState
 from lightmem_core.state import Batch
 from lightmem_core.update import offline
@@ -40,11 +41,8 @@ class LightMemory:
         self.components = c = components
         self.store, self.history = c.store, c.history
         self.state = SQLiteState(c.history)
+        self.spec = PipelineSpec.of(config)
         self._lock = threading.RLock()
-        if config.memory_manager.model_name == "verbatim":
-            log.info("extraction runs in verbatim mode: one entry per %s message, no LLM", config.messages_use)
-            if config.metadata_generate or config.text_summary:
-                log.warning("metadata_generate and text_summary need an LLM; verbatim mode stores entries without them")
 
     @classmethod
     def from_config(cls, config: dict[str, Any] | BaseMemoryConfigs) -> LightMemory:
@@ -70,13 +68,12 @@ class LightMemory:
         c = self.components
         with self._lock:
             batch = normalize_messages(messages, user_id, session_id, lambda sid: self.history.next_turn_index(user_id, sid))
-            prepared = pipeline.prepare(self.state, batch.messages, c.count_tokens, c.compressor,
-                                        self.config.extraction_roles)
+            prepared = pipeline.prepare(self.state, batch.messages, c.count_tokens, c.compressor, self.spec.roles)
             with self.history.transaction() as conn:
                 self.history.save_messages(conn, prepared)  # the originals, kept from the start
                 for scope in (user_id, GLOBAL_SCOPE):
                     self.history.add_to_counter(conn, scope, "messages_skipped_empty", len(batch.skipped_empty))
-                pipeline.buffer_messages(self.state, user_id, prepared, c.segmenter, self.config, c.count_tokens,
+                pipeline.buffer_messages(self.state, user_id, prepared, c.segmenter, self.spec, c.count_tokens,
                                          force_segment)
             stored = self._drain(user_id, force_extract)
             return {
@@ -95,8 +92,8 @@ class LightMemory:
         stored: list[MemoryEntry] = []
         while True:
             with self.state.lock(user_id):
-                batch = pipeline.take_batch(self.state, user_id, LIBRARY_OWNER,
-                                            self.config.short_term_threshold_tokens, lease_s=math.inf)
+                batch = pipeline.take_batch(self.state, user_id, LIBRARY_OWNER, self.spec.threshold_tokens,
+                                            lease_s=math.inf)
             if batch is None:
                 return stored
             outcome, entries = self._run_batch(batch)
@@ -116,8 +113,8 @@ class LightMemory:
             log.warning("extraction for user %s failed for now (%s); the batch stays in flight for the next try",
                         batch.user_id, type(exc).__name__)
             return "transient", []
-        pipeline.store_batch(self.state, c, batch, entries, self.config.extraction_roles)
-        pipeline.after_store(c, self.config, entries, c.decider)
+        pipeline.store_batch(self.state, c, batch, entries, self.spec.roles)
+        pipeline.after_store(c, self.spec, entries, c.decider)
         return "stored", entries
 
     def retry_failed(self, user_id: str = "default") -> dict[str, int]:
@@ -144,7 +141,7 @@ class LightMemory:
         with self._lock:
             if c.segmenter is not None:
                 with self.history.transaction():
-                    pipeline.buffer_messages(self.state, user_id, [], c.segmenter, self.config, c.count_tokens,
+                    pipeline.buffer_messages(self.state, user_id, [], c.segmenter, self.spec, c.count_tokens,
                                              force=True)
             return len(self._drain(user_id, force=True))
 
@@ -165,7 +162,7 @@ class LightMemory:
             raise InvalidInput("query: expected a non-empty string")
         if not isinstance(limit, int) or limit < 1:
             raise InvalidInput(f"limit: expected a positive integer, got {limit!r}")
-        strategy = self.config.retrieve_strategy
+        strategy = self.spec.retrieve_strategy
         vectors = retrieval.query_vectors(self.components, strategy, query)
         with self._lock:
             hits = retrieval.search(self.components, strategy, user_id, vectors, limit, filters)

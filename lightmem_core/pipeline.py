@@ -20,9 +20,9 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from collections.abc import Set as AbstractSet
 
 from lightmem_core.components import Components
-from lightmem_core.config import BaseMemoryConfigs
 from lightmem_core.errors import ExtractionParseError, TransientError
 from lightmem_core.extraction.base import Extractor, extraction_tokens
 from lightmem_core.history import GLOBAL_SCOPE
@@ -31,6 +31,7 @@ from lightmem_core.sensory.buffer import cut_topics, feed, split_sessions
 from lightmem_core.sensory.compression import compress_messages, count_message_tokens
 from lightmem_core.sensory.compressors.base import Compressor
 from lightmem_core.sensory.segmenters.base import Segmenter
+from lightmem_core.spec import PipelineSpec
 from lightmem_core.state import Batch, BufferedSegment, BufferInfo, PipelineState, segment_key
 from lightmem_core.stores.indexing import index_entries
 from lightmem_core.update.decision import ExactDuplicateDecider, UpdateDecider
@@ -51,24 +52,20 @@ def fresh_messages(state: PipelineState, messages: list[Message]) -> list[Messag
 
 
 def count_and_compress(messages: list[Message], count: TokenCounter, compressor: Compressor | None,
-                       roles: set[str]) -> list[Message]:
+                       roles: AbstractSet[str]) -> list[Message]:
     """Token counts filled in, and the messages of ``roles`` compressed in one batched call."""
     return compress_messages(count_message_tokens(messages, count), compressor, roles)
 
 
 def prepare(state: PipelineState, messages: list[Message], count: TokenCounter, compressor: Compressor | None,
-            roles: set[str]) -> list[Message]:
+            roles: AbstractSet[str]) -> list[Message]:
     """``fresh_messages``, counted and compressed."""
     return count_and_compress(fresh_messages(state, messages), count, compressor, roles)
 
 
 # --- 2. buffer --------------------------------------------------------------------------------------
-def sensory_capacity(config: BaseMemoryConfigs) -> int:
-    return config.topic_segmenter.configs.sensory_buffer_tokens if config.topic_segmenter else 512
-
-
 def topic_parts(state: PipelineState, user_id: str, messages: list[Message], segmenter: Segmenter | None,
-                config: BaseMemoryConfigs, count: TokenCounter, force: bool) -> list[list[Message]]:
+                spec: PipelineSpec, count: TokenCounter, force: bool) -> list[list[Message]]:
     """Topic segments ready for the short-term buffer; with a segmenter, through the sensory buffer.
 
     Without a segmenter every session of the call is one segment. With one, the messages join the
@@ -77,13 +74,13 @@ def topic_parts(state: PipelineState, user_id: str, messages: list[Message], seg
     if segmenter is None:
         return [part for session in split_sessions(messages) for part in cut_topics(session, None)]
     incoming = [m for session in split_sessions(messages) for m in session]
-    fed = feed(state.sensory(user_id), incoming, segmenter, sensory_capacity(config), config.extraction_roles,
-               count, force=force)
+    fed = feed(state.sensory(user_id), incoming, segmenter, spec.sensory_capacity_tokens, spec.roles, count,
+               force=force)
     state.keep_sensory(user_id, fed.remaining)
     return fed.segments
 
 
-def ingest_amounts(messages: list[Message], roles: set[str]) -> dict[str, float]:
+def ingest_amounts(messages: list[Message], roles: AbstractSet[str]) -> dict[str, float]:
     """What the counters learn from a stored batch's messages: turns, tokens before and after compression."""
     used = [m for m in messages if m.role in roles]
     return {
@@ -95,17 +92,16 @@ def ingest_amounts(messages: list[Message], roles: set[str]) -> dict[str, float]
 
 
 def buffer_messages(state: PipelineState, user_id: str, messages: list[Message], segmenter: Segmenter | None,
-                    config: BaseMemoryConfigs, count: TokenCounter, force: bool,
+                    spec: PipelineSpec, count: TokenCounter, force: bool,
                     tracking_id: str | None = None) -> list[str]:
     """Cut ``messages`` (prepared, one user's) into topic segments and buffer them; returns the new keys.
 
     Call under the user's lock. A segment buffered before is not appended again.
     """
-    roles = config.extraction_roles
     appended: list[str] = []
-    for part in topic_parts(state, user_id, messages, segmenter, config, count, force):
+    for part in topic_parts(state, user_id, messages, segmenter, spec, count, force):
         segment = BufferedSegment(key=segment_key(part), session_id=part[0].session_id, tracking_id=tracking_id,
-                                  tokens=extraction_tokens(part, roles, count), messages=part)
+                                  tokens=extraction_tokens(part, spec.roles, count), messages=part)
         if state.append(user_id, segment):
             appended.append(segment.key)
     return appended
@@ -174,14 +170,15 @@ def extract_batch(batch: Batch, extractor: Extractor) -> list[MemoryEntry]:
 
 
 # --- 5. store ---------------------------------------------------------------------------------------
-def batch_amounts(batch: Batch, entries: list[MemoryEntry], roles: set[str], count: TokenCounter) -> dict[str, float]:
+def batch_amounts(batch: Batch, entries: list[MemoryEntry], roles: AbstractSet[str],
+                  count: TokenCounter) -> dict[str, float]:
     """Everything a stored batch adds to the counters."""
     return {**ingest_amounts(batch.messages, roles), "entries_stored": len(entries),
             "tokens_stored": sum(count(e.memory) for e in entries), "batches": 1}
 
 
 def store_batch(state: PipelineState, c: Components, batch: Batch, entries: list[MemoryEntry],
-                roles: set[str]) -> bool:
+                roles: AbstractSet[str]) -> bool:
     """Embed and upsert the entries, record messages, changes and counters in the history, finish the
     batch; ``False`` when a previous run stored it already (the upserts are idempotent, and the
     history and the counters are written once)."""
@@ -203,15 +200,14 @@ def store_batch(state: PipelineState, c: Components, batch: Batch, entries: list
 
 
 # --- 6. online update -------------------------------------------------------------------------------
-def after_store(c: Components, config: BaseMemoryConfigs, entries: list[MemoryEntry],
+def after_store(c: Components, spec: PipelineSpec, entries: list[MemoryEntry],
                 decider: UpdateDecider | None) -> dict[str, int]:
     """``update: online``: settle the new entries against older similar ones right away."""
-    if config.update != "online" or not entries:
+    if not spec.online_update or not entries:
         return {}
-    opts = config.memory_manager.configs
     try:
-        return online_update(c, entries, decider or ExactDuplicateDecider(), opts.online_score_threshold,
-                             opts.online_top_k)
+        return online_update(c, entries, decider or ExactDuplicateDecider(), spec.online_score_threshold,
+                             spec.online_top_k)
     except TransientError as exc:  # the entries are stored; the offline update will see them again
         log.warning("online update skipped for now: %s", exc)
         return {}

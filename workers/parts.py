@@ -22,6 +22,7 @@ from lightmem_core.extraction.base import Extractor
 from lightmem_core.llm.base import LLMClient
 from lightmem_core.sensory.compressors.base import Compressor
 from lightmem_core.sensory.segmenters.base import Segmenter
+from lightmem_core.spec import PipelineSpec
 from lightmem_core.tokens import count_tokens
 from lightmem_core.update.decision import UpdateDecider
 from workers.ratelimit import RedisCallRecorder, RedisRateLimiter
@@ -52,6 +53,7 @@ class WorkerParts:
     def __init__(self, settings: DistributedSettings) -> None:
         self.settings = settings
         self.config: BaseMemoryConfigs = settings.memory_cfg
+        self.spec = PipelineSpec.of(self.config)
         self._lock = threading.Lock()  # threads of one extract worker build each part once
         self.count_tokens: Callable[[str], int] = count_tokens
 
@@ -100,6 +102,3 @@ class WorkerParts:
             built = factory.build_components(self.config)
         return replace(built, extractor=self.extractor, decider=self.decider)
 
-    @property
-    def roles(self) -> set[str]:
-        return self.config.extraction_roles

@@ -18,7 +18,8 @@ from typing import Any, Literal
 
 import yaml
 from pydantic import Field, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from lightmem_core.config import BaseMemoryConfigs, parse_config
 from lightmem_core.errors import ConfigError
@@ -29,14 +30,43 @@ QUEUES = ROLES
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "default.yaml"
 
 
+class _ConfigFileSource(PydanticBaseSettingsSource):
+    """The YAML configuration file as the ``memory`` field, below the environment in priority.
+
+    pydantic-settings merges its sources key by key, so ``LIGHTMEM_MEMORY__RETRIEVE_STRATEGY=hybrid``
+    overrides that one key of the file and leaves the rest. The file is the one named by the sources
+    above (``config_file=`` or ``LIGHTMEM_CONFIG_FILE``), else ``configs/default.yaml``.
+    """
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False  # __call__ reads the whole file at once
+
+    def __call__(self) -> dict[str, Any]:
+        path = Path(self.current_state.get("config_file") or DEFAULT_CONFIG)
+        if not path.is_file():
+            raise ConfigError(f"configuration file not found: {path}")
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: expected a mapping at the top level")
+        return {"memory": data}
+
+
 class Settings(BaseSettings):
     """Process settings; environment variables prefixed ``LIGHTMEM_``."""
 
     model_config = SettingsConfigDict(env_prefix="LIGHTMEM_", env_nested_delimiter="__", extra="ignore")
 
     config_file: Path = DEFAULT_CONFIG
-    memory: dict[str, Any] = {}
+    memory: dict[str, Any] = {}  # LightMem's configuration: the file, then LIGHTMEM_MEMORY__* over it
     data_dir: Path = Path("../shared/data")
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+                                   env_settings: PydanticBaseSettingsSource,
+                                   dotenv_settings: PydanticBaseSettingsSource,
+                                   file_secret_settings: PydanticBaseSettingsSource,
+                                   ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return init_settings, env_settings, dotenv_settings, file_secret_settings, _ConfigFileSource(settings_cls)
 
 
 def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
@@ -51,14 +81,9 @@ def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]
 
 
 def memory_config(settings: Settings | None = None) -> BaseMemoryConfigs:
-    """The memory configuration: YAML file, then environment overrides, validated."""
+    """The memory configuration (the file with the environment's overrides), validated."""
     settings = settings or get_settings()
-    if not settings.config_file.is_file():
-        raise ConfigError(f"configuration file not found: {settings.config_file}")
-    data = yaml.safe_load(settings.config_file.read_text(encoding="utf-8")) or {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{settings.config_file}: expected a mapping at the top level")
-    return parse_config(with_llm_key(deep_merge(data, _lower_keys(settings.memory)), os.environ))
+    return parse_config(with_llm_key(settings.memory, os.environ))
 
 
 def with_llm_key(data: dict[str, Any], environ: Mapping[str, str]) -> dict[str, Any]:
@@ -72,11 +97,6 @@ def with_llm_key(data: dict[str, Any], environ: Mapping[str, str]) -> dict[str, 
     if backend is None or backend.key_env is None or configs.get("api_key") or not environ.get(backend.key_env):
         return data
     return deep_merge(data, {"memory_manager": {"configs": {"api_key": environ[backend.key_env]}}})
-
-
-def _lower_keys(data: dict[str, Any]) -> dict[str, Any]:
-    # Environment variable names arrive upper- or lower-case depending on the platform.
-    return {k.lower(): _lower_keys(v) if isinstance(v, dict) else v for k, v in data.items()}
 
 
 

@@ -8,6 +8,7 @@ whole pipeline runs without any LLM.
 from __future__ import annotations
 
 from collections.abc import Callable
+from collections.abc import Set as AbstractSet
 from typing import Protocol
 
 from lightmem_core.models import MemoryEntry, Message, TopicSegment, entry_id_for
@@ -53,6 +54,6 @@ class VerbatimExtractor:
         return entries
 
 
-def extraction_tokens(messages: list[Message], roles: set[str], count: Callable[[str], int]) -> int:
+def extraction_tokens(messages: list[Message], roles: AbstractSet[str], count: Callable[[str], int]) -> int:
     """Tokens that extraction will see: the (compressed) text of the messages of ``roles``."""
     return sum(m.tokens_compressed if m.tokens_compressed is not None else count(m.text) for m in messages if m.role in roles)

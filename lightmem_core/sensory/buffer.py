@@ -16,6 +16,7 @@ keep it in Redis) share it. Rules:
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 
 from lightmem_core.models import Message
@@ -32,7 +33,7 @@ class SensoryResult:
     remaining: list[Message] = field(default_factory=list)
 
 
-def message_cost(message: Message, roles: set[str], count: Callable[[str], int]) -> int:
+def message_cost(message: Message, roles: AbstractSet[str], count: Callable[[str], int]) -> int:
     """Tokens a message takes in the buffer: its (compressed) text, for the used roles only."""
     if message.role not in roles:
         return 0
@@ -56,7 +57,7 @@ def feed(
     incoming: Sequence[Message],
     segmenter: Segmenter | None,
     capacity_tokens: int,
-    roles: set[str],
+    roles: AbstractSet[str],
     count: Callable[[str], int],
     force: bool = False,
 ) -> SensoryResult:

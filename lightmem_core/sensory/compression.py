@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from collections.abc import Set as AbstractSet
 
 from lightmem_core.models import Message
 from lightmem_core.sensory.compressors.base import Compressor
@@ -15,7 +16,7 @@ def count_message_tokens(messages: list[Message], count: TokenCounter) -> list[M
     return [m.model_copy(update={"tokens_original": count(m.content)}) for m in messages]
 
 
-def compress_messages(messages: list[Message], compressor: Compressor | None, roles: set[str]) -> list[Message]:
+def compress_messages(messages: list[Message], compressor: Compressor | None, roles: AbstractSet[str]) -> list[Message]:
     """Compress the messages of ``roles`` in one batched call; the original text stays in ``content``."""
     chosen = [i for i, m in enumerate(messages) if m.role in roles]
     if compressor is None or not chosen:

@@ -28,7 +28,7 @@ from producers.eval.answering import LLMEndpoint
 from producers.eval.harness import EvalRun, evaluate
 from producers.eval.runner import EvalOptions
 from producers.eval.systems import ALL_SYSTEMS
-from workers.settings import get_settings, memory_config
+from workers.settings import DistributedSettings, get_settings, memory_config
 
 log = logging.getLogger(__name__)
 DEFAULT_FILES = {"locomo": "locomo10.json", "longmemeval": "longmemeval_s_sample.json"}
@@ -104,9 +104,8 @@ def llm_endpoint(args: argparse.Namespace, config: BaseMemoryConfigs) -> LLMEndp
 def run_command(args: argparse.Namespace) -> int:
     if args.limit_conversations is not None and args.limit_conversations < 1:
         raise ConfigError("--limit-conversations: expected a positive integer")
-    settings = get_settings()
-    if args.config is not None:
-        settings = settings.model_copy(update={"config_file": args.config})
+    # Another file: read anew, so the file and the environment's overrides merge as for the default.
+    settings = get_settings() if args.config is None else DistributedSettings(config_file=args.config)
     config = memory_config(settings)
     data = args.data or settings.data_dir / DEFAULT_FILES[args.dataset]
     options = EvalOptions(ks=parse_ks(args.k), categories=_categories(args),

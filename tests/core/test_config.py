@@ -112,5 +112,11 @@ def test_yaml_file_and_environment_overrides(tmp_path: Path, monkeypatch: pytest
     cfg = memory_config(Settings())
     assert cfg.retrieve_strategy == "hybrid" and cfg.extract_threshold == 0.25
     assert cfg.memory_manager.model_name == "verbatim"
+    other = tmp_path / "other.yaml"
+    other.write_text("retrieve_strategy: context\nmessages_use: hybrid\n")
+    cfg = memory_config(Settings(config_file=other))  # a file given here is read anew, the environment over it
+    assert cfg.messages_use == "hybrid" and cfg.retrieve_strategy == "hybrid" and cfg.memory_manager.model_name != "verbatim"
+    with pytest.raises(ConfigError, match="not found"):
+        Settings(config_file=tmp_path / "absent.yaml")
     with pytest.raises(ConfigError, match="not found"):
         load_config_file(tmp_path / "absent.yaml")

@@ -32,16 +32,16 @@ def compress_sessions(self: Task, raw: Any) -> dict[str, int]:
     a sensory chunk), buffer each user's topic segments, and ask for a drain where one is due."""
     with timed(self):
         parts, payload = get_parts(), decode(CompressPayload, raw)
-        st, cfg = parts.state, parts.config
+        st, spec = parts.state, parts.spec
         fresh = [pipeline.fresh_messages(st, item.messages) for item in payload.sessions]
         prepared = iter(pipeline.count_and_compress([m for mine in fresh for m in mine], parts.count_tokens,
-                                                    parts.compressor, parts.roles))
+                                                    parts.compressor, spec.roles))
         done = {"sessions": 0, "segments": 0, "failed": 0}
         for item, mine in zip(payload.sessions, fresh, strict=True):
             messages: list[Message] = [next(prepared) for _ in mine]
             try:
                 with st.lock(item.user_id):
-                    keys = pipeline.buffer_messages(st, item.user_id, messages, parts.segmenter, cfg,
+                    keys = pipeline.buffer_messages(st, item.user_id, messages, parts.segmenter, spec,
                                                     parts.count_tokens, force=True, tracking_id=item.tracking_id)
                     if keys and item.skipped_empty:
                         st.observe(item.user_id, {"messages_skipped_empty": item.skipped_empty})
@@ -55,6 +55,6 @@ def compress_sessions(self: Task, raw: Any) -> dict[str, int]:
                 done["failed"] += 1
         s = parts.settings
         for user_id in sorted({item.user_id for item in payload.sessions}):
-            if pipeline.should_drain(st.info(user_id), cfg.short_term_threshold_tokens, s.max_buffer_tokens):
+            if pipeline.should_drain(st.info(user_id), spec.threshold_tokens, s.max_buffer_tokens):
                 hand_on(DrainPayload(user_id=user_id))
         return done

@@ -49,11 +49,11 @@ def drain(self: Task, raw: Any) -> int:
     with timed(self):
         parts, payload = get_parts(), decode(DrainPayload, raw)
         st, s, user_id = parts.state, parts.settings, payload.user_id
-        threshold = parts.config.short_term_threshold_tokens
+        threshold = parts.spec.threshold_tokens
         if payload.force:
             st.request_flush(user_id)
         with st.lock(user_id):
-            in_order = parts.config.update == "online"
+            in_order = parts.spec.online_update
             batch = pipeline.take_batch(st, user_id, str(self.request.id), threshold, s.visibility_timeout_s,
                                         s.max_buffer_tokens, one_at_a_time=in_order)
             more = (batch is not None and not in_order

@@ -27,9 +27,9 @@ class StoreTask(StageTask):
 def store_and_update(parts: WorkerParts, payload: StorePayload) -> int:
     """Store a batch (once), run the online update when configured, and drain the user again if due."""
     st, c, s = parts.state, parts.components, parts.settings
-    if pipeline.store_batch(st, c, payload.batch, payload.entries, parts.roles):
-        pipeline.after_store(c, parts.config, payload.entries, parts.decider)
-    if pipeline.should_drain(st.info(payload.user_id), parts.config.short_term_threshold_tokens, s.max_buffer_tokens):
+    if pipeline.store_batch(st, c, payload.batch, payload.entries, parts.spec.roles):
+        pipeline.after_store(c, parts.spec, payload.entries, parts.decider)
+    if pipeline.should_drain(st.info(payload.user_id), parts.spec.threshold_tokens, s.max_buffer_tokens):
         hand_on(DrainPayload(user_id=payload.user_id))
     return len(payload.entries)
 
@@ -46,7 +46,7 @@ def search(self: Task, raw: Any) -> list[dict[str, Any]]:
     """Retrieval as ``LightMemory.retrieve`` does it, answered by the process that owns the store."""
     with timed(self):
         parts, payload = get_parts(), decode(SearchPayload, raw)
-        c, strategy = parts.components, parts.config.retrieve_strategy
+        c, strategy = parts.components, parts.spec.retrieve_strategy
         hits = retrieval.search(c, strategy, payload.user_id, retrieval.query_vectors(c, strategy, payload.query),
                                 payload.limit)
         return [{"id": e.id, "score": s, "memory": e.memory, "time_stamp": e.time_stamp.isoformat(),
