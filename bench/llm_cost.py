@@ -26,7 +26,7 @@ from lightmem_core.ingest import normalize_messages
 from lightmem_core.llm.base import CallTag
 from lightmem_core.models import MemoryEntry, TopicSegment
 from lightmem_core.tokens import count_tokens
-from lightmem_core.update.offline import prompt as update_prompt
+from lightmem_core.update import prompt as update_prompt
 from producers.datasets import Conversation, add_conversation, load_locomo
 from producers.scripted_llm import ScriptedLLMServer
 

@@ -66,3 +66,13 @@ def test_no_import_circle_inside_lightmem_core() -> None:
     for node in sorted(graph):
         if node not in state:
             visit(node, [node])
+
+
+def test_every_module_of_every_layer_imports() -> None:
+    """A moved or renamed module breaks here, not in a benchmark or a worker at start-up."""
+    import importlib
+
+    for package in LAYERS:
+        for path in sorted((ROOT / package).rglob("*.py")):
+            if path.name != "__main__.py":
+                importlib.import_module(_module(path))
