@@ -20,7 +20,7 @@ from typing import Any
 
 import redis
 
-from lightmem_core.errors import InvalidInput, TransientError
+from lightmem_core.errors import ConfigError, InvalidInput, TransientError
 from lightmem_core.ingest import normalize_messages
 from workers import names
 from workers.messages import (
@@ -157,13 +157,18 @@ class MemoryProducer:
 
     def search(self, user_id: str, query: str, limit: int = 5, timeout_s: float = 60.0) -> list[dict[str, Any]]:
         """Retrieval through the store worker (the only process that may open an embedded store)."""
-        result = send(self.app, SearchPayload(user_id=user_id, query=query, limit=limit))
-        return list(result.get(timeout=timeout_s))
+        return self._answer(send(self.app, SearchPayload(user_id=user_id, query=query, limit=limit)), timeout_s)
 
     def entries(self, user_id: str, timeout_s: float = 60.0) -> list[dict[str, Any]]:
         """Every entry of a user, through the store worker."""
-        result = send(self.app, EntriesPayload(user_id=user_id))
-        return list(result.get(timeout=timeout_s))
+        return self._answer(send(self.app, EntriesPayload(user_id=user_id)), timeout_s)
+
+    def _answer(self, result: Any, timeout_s: float) -> list[dict[str, Any]]:
+        """The memories a store task left under its reply key; its result (a summary) is forgotten at once."""
+        summary = result.get(timeout=timeout_s)
+        result.forget()
+        answer: list[dict[str, Any]] = self._redis(lambda: self.state.take_reply(summary["reply_key"]))
+        return answer
 
     def update_now(self) -> list[str]:
         """Run the nightly fan-out now; returns the users given an update (waits for the fan-out only)."""
@@ -179,11 +184,18 @@ class MemoryProducer:
         return f"Redis at {url.get('host') or url.get('path')}:{url.get('port', '')}"
 
     def _redis(self, call: Any) -> Any:
+        """Run ``call``; Redis's failures become errors that tell the three cases apart."""
+        s = self.settings
         try:
             return call()
-        except (redis.ConnectionError, redis.TimeoutError) as exc:
-            raise TransientError(f"{self._where()} unreachable within "
-                                 f"{self.settings.redis_connect_timeout_s:g} s: {exc}") from exc
+        except redis.AuthenticationError as exc:  # a ConnectionError too: checked first
+            raise ConfigError(f"{self._where()}: authentication failed (check the password in "
+                              f"LIGHTMEM_REDIS_URL): {exc}") from exc
+        except redis.TimeoutError as exc:
+            raise TransientError(f"{self._where()} accepted the connection but is not answering "
+                                 f"(no reply within {s.redis_socket_timeout_s:g} s): {exc}") from exc
+        except redis.ConnectionError as exc:
+            raise TransientError(f"{self._where()} unreachable within {s.redis_connect_timeout_s:g} s: {exc}") from exc
 
 
 def _session_item(user_id: str, session: Any, session_id: str | None) -> SessionItem:

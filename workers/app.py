@@ -83,7 +83,7 @@ def make_app(settings: DistributedSettings) -> Celery:
         broker_connection_timeout=settings.redis_connect_timeout_s,
         broker_connection_retry_on_startup=True,
         result_expires=settings.result_expires_s,
-        result_extended=True,
+        result_extended=False,  # extended results would keep the arguments (user text) in Redis
         worker_send_task_events=True,
         task_send_sent_event=True,
         task_track_started=True,

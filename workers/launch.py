@@ -7,6 +7,7 @@ subprocesses, and stops every one of them on exit, Ctrl-C included.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import shutil
 import signal
@@ -19,6 +20,7 @@ from typing import Any
 
 import redis
 
+from lightmem_core.errors import ConfigError
 from workers.settings import DistributedSettings
 
 ROLES: dict[str, list[str]] = {
@@ -39,6 +41,9 @@ def process_argv(kind: str, settings: DistributedSettings, name: str | None = No
     if kind == "beat":
         return [*base, "beat", "--loglevel", "INFO", *(extra or [])]
     if kind == "flower":
+        if not settings.flower_basic_auth and not _loopback(settings.flower_address):
+            raise ConfigError(f"Flower on {settings.flower_address} would show every queue and task to anyone who "
+                              "reaches it: set LIGHTMEM_FLOWER_BASIC_AUTH=user:password, or listen on 127.0.0.1")
         auth = ["--basic-auth=" + settings.flower_basic_auth] if settings.flower_basic_auth else []
         return [*base, "flower", f"--port={settings.flower_port}", f"--address={settings.flower_address}", *auth,
                 *(extra or [])]
@@ -51,6 +56,13 @@ def process_argv(kind: str, settings: DistributedSettings, name: str | None = No
         opts = ["--pool", "threads", "--concurrency", str(concurrency)]
     return [*base, "worker", "-Q", settings.queue(kind), "-n", f"{name or kind}@%h", "--loglevel", "INFO",
             "--without-mingle", *opts, *(extra or [])]
+
+
+def _loopback(address: str) -> bool:
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return address == "localhost"
 
 
 def free_port() -> int:

@@ -40,6 +40,10 @@ class Payload(BaseModel):
 
     v: Literal[1] = 1  # names.PAYLOAD_VERSION
 
+    def summary(self) -> str:
+        """What Flower and the task events show instead of the arguments: no user text."""
+        return f"{type(self).__name__}(v={self.v})"
+
 
 class SessionItem(BaseModel):
     """One validated session (or batch of turns) of one user, as the producer queued it."""
@@ -60,11 +64,19 @@ class CompressPayload(Payload):
 
     sessions: list[SessionItem] = Field(min_length=1)
 
+    def summary(self) -> str:
+        users = sorted({s.user_id for s in self.sessions})
+        turns = sum(len(s.messages) for s in self.sessions)
+        return f"CompressPayload({len(self.sessions)} sessions, {turns} turns, users={users[:5]})"
+
 
 class UserPayload(Payload):
     """A payload that concerns one user."""
 
     user_id: str = Field(min_length=1)
+
+    def summary(self) -> str:
+        return f"{type(self).__name__}(user_id={self.user_id!r})"
 
 
 class DrainPayload(UserPayload):
@@ -88,6 +100,9 @@ class StorePayload(UserPayload):
 
     batch: Batch
     entries: list[MemoryEntry]
+
+    def summary(self) -> str:
+        return f"StorePayload(user_id={self.user_id!r}, batch={self.batch.batch_id}, {len(self.entries)} entries)"
 
 
 class SearchPayload(UserPayload):
@@ -129,8 +144,10 @@ def encode(payload: BaseModel) -> dict[str, Any]:
 
 
 def send(app: Celery, payload: Payload, **options: Any) -> AsyncResult:
-    """Hand ``payload`` to its task; the app's router picks the queue from the task name."""
-    return app.send_task(payload.TASK, args=[encode(payload)], **options)
+    """Hand ``payload`` to its task; the app's router picks the queue from the task name. Task events
+    (Flower) and logs show the payload's summary, never its text."""
+    return app.send_task(payload.TASK, args=[encode(payload)], argsrepr=payload.summary(), kwargsrepr="{}",
+                         **options)
 
 
 def _first_error(exc: Exception) -> str:

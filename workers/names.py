@@ -65,6 +65,7 @@ class Keys:
     - ``P:u:{user}:topic``   topic id counter; ``P:u:{user}:lock`` the user's lock (expires)
     - ``P:u:{user}:stats``   the user's counters; ``P:u:{user}:turns:<session>`` turn numbering of enqueue_turns
     - ``P:track:<id>`` hash, ``P:track:<id>:done`` set; ``P:failures`` list; ``P:users`` set;
+      ``P:reply:<task id>`` the answer of a search or listing (memories: expires, read once);
       ``P:entries_ts`` / ``P:update_wm`` / ``P:update_sent`` / ``P:updates`` hashes user → newest entry,
       update watermark, update queued, runs; ``P:stats`` global counters; ``P:llm:window`` the rate limit.
     """
@@ -88,3 +89,7 @@ class Keys:
 
     def track_done(self, tracking_id: str) -> str:
         return f"{self.prefix}:track:{tracking_id}:done"
+
+    def reply(self, task_id: str) -> str:
+        """Where a search or listing task leaves its answer for the caller (short TTL, read once)."""
+        return f"{self.prefix}:reply:{task_id}"

@@ -120,7 +120,8 @@ class DistributedSettings(Settings):
     visibility_timeout_s: int = Field(3600, gt=0)
     max_retries: int = Field(8, ge=0)
     retry_backoff_max_s: int = Field(300, gt=0)
-    result_expires_s: int = Field(86400, gt=0)
+    result_expires_s: int = Field(600, gt=0)  # task results: counts and summaries only, kept 10 min
+    reply_ttl_s: float = Field(120.0, gt=0)  # search and listing answers (memories) wait this long, read once
     lock_timeout_s: float = Field(300.0, gt=0)
     compress_batch_sessions: int = Field(8, ge=1)
     max_buffer_tokens: int = Field(8192, ge=1)  # size limit: drain even while the user's sessions are in flight

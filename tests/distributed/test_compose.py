@@ -19,8 +19,14 @@ def test_compose_file_validates() -> None:
         if os.environ.get("CI"):
             pytest.fail("docker-compose is not installed (make test installs it)")
         pytest.skip("docker-compose is not installed")
-    done = subprocess.run([tool, "-f", str(ROOT / "docker" / "compose.yaml"), "config"], capture_output=True, text=True,
-                          timeout=60, cwd=ROOT)
+    def config(**env: str) -> subprocess.CompletedProcess[str]:
+        environ = {k: v for k, v in os.environ.items() if k != "FLOWER_BASIC_AUTH"} | env
+        return subprocess.run([tool, "-f", str(ROOT / "docker" / "compose.yaml"), "config"], capture_output=True,
+                              text=True, timeout=60, cwd=ROOT, env=environ)
+
+    refused = config()  # no default password: compose refuses to start Flower without one
+    assert refused.returncode != 0 and "FLOWER_BASIC_AUTH" in refused.stderr
+    done = config(FLOWER_BASIC_AUTH="admin:s3cret")
     assert done.returncode == 0, done.stderr
     services = yaml.safe_load(done.stdout)["services"]
     assert {"redis", "qdrant", "compress", "extract", "store", "update", "beat", "flower"} <= set(services)
@@ -29,3 +35,4 @@ def test_compose_file_validates() -> None:
     assert gpu["capabilities"] == ["gpu"]
     assert services["extract"]["command"][:2] == ["worker", "extract"]
     assert all(services[s]["environment"]["LIGHTMEM_QDRANT_URL"] for s in ("extract", "store", "update", "beat"))
+    assert services["flower"]["environment"]["LIGHTMEM_FLOWER_BASIC_AUTH"] == "admin:s3cret"

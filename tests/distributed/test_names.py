@@ -68,3 +68,23 @@ def test_the_logging_option_sets_the_workers_lightmem_core_logger(monkeypatch: p
     finally:
         logger.setLevel(before)
         get_settings.cache_clear()
+
+
+@pytest.mark.parametrize("address", ["0.0.0.0", "10.1.2.3", "::"])
+def test_flower_refuses_a_non_loopback_address_without_basic_auth(address: str) -> None:
+    from lightmem_core.errors import ConfigError
+    from workers.launch import process_argv
+    from workers.settings import DistributedSettings
+
+    with pytest.raises(ConfigError, match="LIGHTMEM_FLOWER_BASIC_AUTH"):
+        process_argv("flower", DistributedSettings(flower_address=address))
+    argv = process_argv("flower", DistributedSettings(flower_address=address, flower_basic_auth="a:b"))
+    assert "--basic-auth=a:b" in argv
+    assert f"--address={address}" in argv
+
+
+def test_flower_on_loopback_needs_no_password() -> None:
+    from workers.launch import process_argv
+    from workers.settings import DistributedSettings
+
+    assert "flower" in process_argv("flower", DistributedSettings(flower_address="127.0.0.1"))

@@ -133,3 +133,25 @@ def test_command_line_status_search_and_stats(cluster: Cluster, locomo_indexed: 
     assert '"backlog"' in status and '"failures"' in status
     stats = _cli(cluster, "stats").stdout
     assert "compression ratio" in stats and "LLM calls per 1,000 turns" in stats
+
+
+def test_no_user_text_in_worker_logs_or_task_results(cluster: Cluster) -> None:
+    """A full ingest and search at INFO: the message, the query and the memories appear in no worker's
+    log and in no task result left in Redis (search and listing answers leave through a read-once key)."""
+    secret, query = "quokka-marmalade-7731", "which marmalade does the quokka like"
+    tracking_id = cluster.producer.enqueue_session("privacy-user", {
+        "session_id": "p1", "time_stamp": "2025-09-01T10:00:00Z",
+        "turns": [{"role": "user", "content": f"My secret jam is {secret}, keep it safe."}]})
+    cluster.producer.flush("privacy-user")
+    assert cluster.producer.wait_indexed([tracking_id], timeout_s=60) == {tracking_id: "indexed"}
+    hits = cluster.producer.search("privacy-user", query, limit=3)
+    assert any(secret in h["memory"] for h in hits)  # the caller gets the memories...
+    assert any(secret in e["memory"] for e in cluster.producer.entries("privacy-user"))
+    logs = {role: cluster.procs.log(role) for role in ("compress", "extract", "store", "update")}
+    assert all("INFO" in text for text in logs.values())  # the logs are there, at INFO
+    for role, text in logs.items():  # ...and nobody else does
+        assert secret not in text and "quokka" not in text, f"user text in the {role} worker's log"
+    r = cluster.producer.state.r
+    for key in r.scan_iter(match="celery-task-meta-*", count=1000):
+        assert b"quokka" not in (r.get(key) or b""), f"user text in the task result {key!r}"
+    assert not list(r.scan_iter(match=f"{cluster.settings.key_prefix}:reply:*"))  # answers were read once

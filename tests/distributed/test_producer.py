@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 
 from lightmem_core.errors import TransientError
 from producers.sdk import MemoryProducer
@@ -94,3 +97,68 @@ def test_unreachable_redis_fails_fast_with_a_clear_error() -> None:
     finally:
         producer.close()
     assert time.monotonic() - start < 5
+
+
+def test_a_redis_that_never_answers_is_told_apart_from_an_unreachable_one() -> None:
+    """A server that accepts connections and says nothing: the error names the socket timeout, not the connect one."""
+    import socket
+    import threading
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        listener.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                held.append(listener.accept()[0])  # keep it open, never answer
+            except OSError:
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    port = listener.getsockname()[1]
+    settings = DistributedSettings(redis_url=f"redis://127.0.0.1:{port}/0", redis_connect_timeout_s=5,
+                                   redis_socket_timeout_s=0.5)
+    producer = MemoryProducer(settings)
+    try:
+        with pytest.raises(TransientError, match=r"not answering \(no reply within 0.5 s\)"):
+            producer.status("some-id")
+    finally:
+        producer.close()
+        stop.set()
+        thread.join(5)
+        for conn in held:
+            conn.close()
+        listener.close()
+
+
+def test_a_wrong_password_is_an_authentication_error(tmp_path: Path) -> None:
+    from lightmem_core.errors import ConfigError
+    from workers.launch import redis_server_binary
+
+    port = free_port()
+    server = subprocess.Popen([redis_server_binary(), "--port", str(port), "--requirepass", "right",
+                               "--save", "", "--appendonly", "no", "--dir", str(tmp_path)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                redis.Redis(port=port, password="right").ping()
+                break
+            except redis.ConnectionError:
+                assert time.monotonic() < deadline
+                time.sleep(0.1)
+        producer = MemoryProducer(DistributedSettings(redis_url=f"redis://:wrong@127.0.0.1:{port}/0"))
+        try:
+            with pytest.raises(ConfigError, match="authentication failed"):
+                producer.status("some-id")
+        finally:
+            producer.close()
+    finally:
+        server.terminate()
+        server.wait(10)

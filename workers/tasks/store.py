@@ -41,21 +41,29 @@ def index(self: Task, raw: Any) -> int:
         return store_and_update(get_parts(), decode(StorePayload, raw))
 
 
+def reply(task: Task, parts: WorkerParts, data: list[dict[str, Any]]) -> dict[str, Any]:
+    """Leave ``data`` (memories) under a key that expires; the task's result, logs and events carry
+    only its place and size."""
+    key = parts.state.keys.reply(str(task.request.id))
+    parts.state.put_reply(key, data, parts.settings.reply_ttl_s)
+    return {"reply_key": key, "count": len(data)}
+
+
 @stage_task(names.STORE_SEARCH)
-def search(self: Task, raw: Any) -> list[dict[str, Any]]:
+def search(self: Task, raw: Any) -> dict[str, Any]:
     """Retrieval as ``LightMemory.retrieve`` does it, answered by the process that owns the store."""
     with timed(self):
         parts, payload = get_parts(), decode(SearchPayload, raw)
         c, strategy = parts.components, parts.spec.retrieve_strategy
         hits = retrieval.search(c, strategy, payload.user_id, retrieval.query_vectors(c, strategy, payload.query),
                                 payload.limit)
-        return [{"id": e.id, "score": s, "memory": e.memory, "time_stamp": e.time_stamp.isoformat(),
-                 "weekday": e.weekday} for e, s in hits]
+        return reply(self, parts, [{"id": e.id, "score": s, "memory": e.memory,
+                                    "time_stamp": e.time_stamp.isoformat(), "weekday": e.weekday} for e, s in hits])
 
 
 @stage_task(names.STORE_ENTRIES)
-def entries(self: Task, raw: Any) -> list[dict[str, Any]]:
+def entries(self: Task, raw: Any) -> dict[str, Any]:
     """Every entry of one user, from the process that owns the store."""
     with timed(self):
-        payload = decode(EntriesPayload, raw)
-        return [e.model_dump(mode="json") for e in get_parts().components.store.list_entries(payload.user_id)]
+        parts, payload = get_parts(), decode(EntriesPayload, raw)
+        return reply(self, parts, [e.model_dump(mode="json") for e in parts.components.store.list_entries(payload.user_id)])
