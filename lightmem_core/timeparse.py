@@ -30,7 +30,10 @@ def parse_time(value: object) -> datetime:
     if isinstance(value, bool):
         raise ValueError(f"not a time stamp: {value!r}")
     if isinstance(value, int | float):
-        return datetime.fromtimestamp(float(value), tz=UTC)
+        try:
+            return datetime.fromtimestamp(float(value), tz=UTC)
+        except (OverflowError, OSError, ValueError) as exc:  # out of range, NaN, or past what the OS can give
+            raise ValueError(f"epoch seconds out of range: {value!r}") from exc
     if not isinstance(value, str) or not value.strip():
         raise ValueError(f"not a time stamp: {value!r}")
     text = value.strip()

@@ -55,7 +55,13 @@ class MemoryProducer:
 
     def enqueue_sessions(self, sessions: Iterable[tuple[str, Any, str | None]]) -> list[str]:
         """Queue several sessions (of any users) as one batch for the compress stage; all or nothing."""
-        items = [_session_item(user_id, session, sid) for user_id, session, sid in sessions]
+        if isinstance(sessions, str | bytes | Mapping) or not isinstance(sessions, Iterable):
+            raise InvalidInput(f"sessions: expected (user_id, session, session_id) triples, got {type(sessions).__name__}")
+        triples = list(sessions)
+        for i, triple in enumerate(triples):
+            if not isinstance(triple, tuple | list) or len(triple) != 3:
+                raise InvalidInput(f"sessions[{i}]: expected a (user_id, session, session_id) triple")
+        items = [_session_item(user_id, session, sid) for user_id, session, sid in triples]
         if not items:
             raise InvalidInput("sessions: expected at least one session")
         self._send(items)
@@ -65,6 +71,8 @@ class MemoryProducer:
         """Queue turns that continue a session; turns without an id are numbered after those queued before."""
         if not isinstance(session_id, str) or not session_id.strip():
             raise InvalidInput(f"session_id: expected a non-empty string, got {session_id!r}")
+        if isinstance(turns, str | bytes | Mapping) or not isinstance(turns, Sequence):
+            raise InvalidInput(f"turns: expected a list of message dicts, got {type(turns).__name__}")
         batch = normalize_messages(list(turns), user_id, session_id, lambda sid: 0)  # validate before counting
         if not batch.messages:
             raise InvalidInput("turns: no turn with content")
