@@ -19,15 +19,18 @@ from typing import Any
 
 from lightmem_core.models import Message
 
+# Message ids are scoped per user: two users may send the same explicit id.
+_MESSAGES = """CREATE TABLE IF NOT EXISTS messages (
+    id TEXT NOT NULL, user_id TEXT NOT NULL, session_id TEXT NOT NULL, turn_index INTEGER NOT NULL,
+    role TEXT NOT NULL, speaker TEXT, content TEXT NOT NULL, compressed TEXT, time_stamp TEXT NOT NULL,
+    tokens_original INTEGER NOT NULL DEFAULT 0, tokens_compressed INTEGER,
+    state TEXT NOT NULL DEFAULT 'received', created_at REAL NOT NULL, PRIMARY KEY (user_id, id))"""
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS sessions (
     user_id TEXT NOT NULL, session_id TEXT NOT NULL, time_stamp TEXT NOT NULL, created_at REAL NOT NULL,
     PRIMARY KEY (user_id, session_id));
-CREATE TABLE IF NOT EXISTS messages (
-    id TEXT PRIMARY KEY, user_id TEXT NOT NULL, session_id TEXT NOT NULL, turn_index INTEGER NOT NULL,
-    role TEXT NOT NULL, speaker TEXT, content TEXT NOT NULL, compressed TEXT, time_stamp TEXT NOT NULL,
-    tokens_original INTEGER NOT NULL DEFAULT 0, tokens_compressed INTEGER,
-    state TEXT NOT NULL DEFAULT 'received', created_at REAL NOT NULL);
+{messages};
 CREATE INDEX IF NOT EXISTS messages_by_session ON messages (user_id, session_id, turn_index);
 CREATE TABLE IF NOT EXISTS buffers (
     user_id TEXT NOT NULL, kind TEXT NOT NULL, item_key TEXT NOT NULL, payload TEXT NOT NULL, seq INTEGER NOT NULL,
@@ -49,7 +52,7 @@ CREATE TABLE IF NOT EXISTS entry_history (
 CREATE INDEX IF NOT EXISTS entry_history_by_entry ON entry_history (entry_id, id);
 CREATE TABLE IF NOT EXISTS update_queue (
     entry_id TEXT PRIMARY KEY, user_id TEXT NOT NULL, candidates TEXT NOT NULL, built_at REAL NOT NULL);
-"""
+""".replace("{messages}", _MESSAGES)
 
 GLOBAL_SCOPE = "*"
 
@@ -68,7 +71,17 @@ class HistoryStore:
         with self._lock:
             self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.execute("PRAGMA synchronous=NORMAL")
+            self._scope_message_ids_per_user()
             self._conn.executescript(_SCHEMA)
+
+    def _scope_message_ids_per_user(self) -> None:
+        """Databases written before message ids were scoped per user keyed ``messages`` by id alone, so a
+        second user's message with the same explicit id was dropped. Re-key such a table once."""
+        columns = {r["name"]: r["pk"] for r in self._conn.execute("PRAGMA table_info(messages)")}
+        if columns.get("id") != 1 or columns.get("user_id"):
+            return  # no table yet, or already keyed by (user_id, id)
+        self._conn.executescript(f"BEGIN IMMEDIATE; ALTER TABLE messages RENAME TO messages_by_id; {_MESSAGES}; "
+                                 "INSERT INTO messages SELECT * FROM messages_by_id; DROP TABLE messages_by_id; COMMIT;")
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
@@ -118,8 +131,8 @@ class HistoryStore:
                  m.time_stamp.isoformat(), m.tokens_original, m.tokens_compressed, "received", now),
             )
 
-    def set_message_state(self, conn: sqlite3.Connection, ids: list[str], state: str) -> None:
-        conn.executemany("UPDATE messages SET state=? WHERE id=?", [(state, i) for i in ids])
+    def set_message_state(self, conn: sqlite3.Connection, user_id: str, ids: list[str], state: str) -> None:
+        conn.executemany("UPDATE messages SET state=? WHERE user_id=? AND id=?", [(state, user_id, i) for i in ids])
 
     def messages(self, user_id: str, session_id: str | None = None) -> list[dict[str, Any]]:
         if session_id is None:

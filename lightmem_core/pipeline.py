@@ -187,7 +187,7 @@ def store_batch(state: PipelineState, c: Components, batch: Batch, entries: list
     amounts = batch_amounts(batch, entries, roles, c.count_tokens)
     with c.history.transaction() as conn:
         c.history.save_messages(conn, messages)
-        c.history.set_message_state(conn, [m.id for m in messages], "extracted")
+        c.history.set_message_state(conn, batch.user_id, [m.id for m in messages], "extracted")
         if not state.finish_batch(batch):
             return False
         for e in entries:

@@ -22,8 +22,9 @@ from workers.names import Keys
 
 TRACK_TTL_S = 7 * 86400
 
-# Append one segment unless its member exists or none of its messages is new. Atomic, so a task that
-# runs twice (late ack, retry) leaves the buffer as one run would.
+# Append one segment unless its member exists or none of its messages is new, and count it on its
+# tracking item (KEYS[5], when there is one), which is then "buffered". Atomic, so a task that runs
+# twice (late ack, retry, a worker killed between two appends) leaves buffer and tracking as one run would.
 _APPEND = """
 if redis.call('HEXISTS', KEYS[2], ARGV[1]) == 1 then return 0 end
 local fresh = 0
@@ -34,6 +35,10 @@ redis.call('ZADD', KEYS[3], 0, ARGV[1])
 redis.call('HINCRBY', KEYS[4], 'tokens', ARGV[3])
 redis.call('HINCRBY', KEYS[4], 'turns', ARGV[4])
 redis.call('HSET', KEYS[4], 'last_append', ARGV[5])
+if #KEYS == 5 then
+  redis.call('HSET', KEYS[5], 'state', 'buffered')
+  redis.call('HINCRBY', KEYS[5], 'segments', 1)
+end
 return 1
 """
 
@@ -92,6 +97,8 @@ class RedisState:
     # --- short-term buffer ------------------------------------------------------------------------
     def append(self, user_id: str, segment: BufferedSegment) -> bool:
         keys = [self.k(user_id, n) for n in ("seen", "pending", "order", "meta")]
+        if segment.tracking_id:
+            keys.append(self.keys.track(segment.tracking_id))
         args: list[str | int | float] = [segment.key, segment.model_dump_json(), segment.tokens, len(segment.messages),
                                          time.time(), *[m.id for m in segment.messages]]
         return bool(self._append(keys=keys, args=args))
@@ -233,14 +240,15 @@ class RedisState:
         return data
 
     def item_buffered(self, tracking_id: str, user_id: str, members: list[str], failed: str | None = None) -> None:
-        """The tracked item left the compress stage: buffered (``members``), all known before, or failed."""
+        """The tracked item left the compress stage: its segments are buffered (each append counted
+        itself on the item), every message was known before, or it failed. It no longer holds back
+        the user's drains."""
         key = self.keys.track(tracking_id)
         pipe = self.r.pipeline()
         if failed is not None:
             pipe.hset(key, mapping={"state": "failed", "reason": failed})
-        elif members:
-            pipe.hset(key, mapping={"state": "buffered", "segments": len(members)})
-        elif self.r.hget(key, "state") in (None, b"queued"):  # a second delivery must not undo the first
+        elif not members and self.r.hget(key, "state") in (None, b"queued"):
+            # Nothing appended by any delivery of this item: all of it was known from earlier items.
             pipe.hset(key, mapping={"state": "indexed", "segments": 0, "note": "nothing new: every message was known"})
         pipe.zrem(self.k(user_id, "inflight"), tracking_id)
         pipe.execute()

@@ -178,3 +178,43 @@ def test_public_surface_is_pinned() -> None:
         "MemoryEntry", "Message", "ModelLoadError", "NotSupportedError", "RetrievedMemory", "Session", "StoreError",
         "TopicSegment", "TransientError", "load_config_file", "parse_config",
     }
+
+
+def test_message_ids_are_scoped_per_user(make_memory) -> None:
+    """Two users may send the same explicit id: neither message is skipped, both texts are kept."""
+    memory = make_memory()
+    for user, text in (("ann", "I keep bees on the roof."), ("bob", "I restore old radios.")):
+        result = memory.add_memory([{"id": "m1", "role": "user", "content": text, "time_stamp": "2025-04-01"}],
+                                   user_id=user, force_extract=True)
+        assert result["added_messages"] == 1 and result["skipped_known"] == 0
+    assert [m["content"] for m in memory.history.messages("ann")] == ["I keep bees on the roof."]
+    assert [m["content"] for m in memory.history.messages("bob")] == ["I restore old radios."]
+    assert [e.source_ids for e in memory.get_all("bob")] == [["m1"]]
+    again = memory.add_memory([{"id": "m1", "role": "user", "content": "x", "time_stamp": "2025-04-01"}], user_id="ann")
+    assert again["skipped_known"] == 1  # the same user's id again is still known
+
+
+def test_an_old_history_keyed_by_message_id_alone_is_rekeyed(tmp_path) -> None:
+    import sqlite3
+
+    from lightmem_core.history import HistoryStore
+
+    path = tmp_path / "old.db"
+    old = sqlite3.connect(path)
+    old.executescript(
+        "CREATE TABLE messages (id TEXT PRIMARY KEY, user_id TEXT NOT NULL, session_id TEXT NOT NULL,"
+        " turn_index INTEGER NOT NULL, role TEXT NOT NULL, speaker TEXT, content TEXT NOT NULL, compressed TEXT,"
+        " time_stamp TEXT NOT NULL, tokens_original INTEGER NOT NULL DEFAULT 0, tokens_compressed INTEGER,"
+        " state TEXT NOT NULL DEFAULT 'received', created_at REAL NOT NULL);"
+        "INSERT INTO messages VALUES ('m1','ann','s1',0,'user',NULL,'bees',NULL,'2025-04-01T00:00:00+00:00',1,NULL,"
+        "'extracted',0);")
+    old.commit()
+    old.close()
+    history = HistoryStore(str(path))
+    try:
+        assert [m["content"] for m in history.messages("ann")] == ["bees"]
+        keys = {r["name"]: r["pk"] for r in history._conn.execute("PRAGMA table_info(messages)")}
+        assert keys["user_id"] == 1 and keys["id"] == 2
+    finally:
+        history.close()
+    HistoryStore(str(path)).close()  # opening again changes nothing

@@ -145,3 +145,35 @@ def test_workers_serve_prometheus_metrics(cluster: Cluster) -> None:
     assert entries and float(entries[0].split()[1]) >= 1
     extract = httpx.get(f"http://127.0.0.1:{cluster.metrics_ports['extract']}/metrics", timeout=10).text
     assert 'lightmem_llm_calls_total{outcome="ok",purpose="extraction"}' in extract
+
+
+def test_a_compress_task_killed_after_its_appends_and_run_again_does_not_report_indexed(
+        redis_cluster: LocalCluster) -> None:
+    """The first delivery buffers the item's segments and dies before reporting; the second finds every
+    message known. The item is ``buffered`` until its segments are stored, then ``indexed``."""
+    from lightmem_core.config import parse_config
+    from lightmem_core.spec import PipelineSpec
+    from lightmem_core.tokens import count_tokens
+
+    client = _client(redis_cluster)
+    state = RedisState(client, prefix=f"redeliver{time.time_ns()}")
+    spec = PipelineSpec.of(parse_config({"memory_manager": {"model_name": "verbatim"}}))
+    messages = [Message(id=f"m{i}", user_id="u", session_id="s", turn_index=i, role="user", content=f"fact {i}",
+                        time_stamp="2025-01-02T00:00:00Z") for i in range(2)]
+    pipe = client.pipeline()
+    state.track_queued(pipe, "t1", "u", "s", len(messages))
+    pipe.execute()
+
+    def deliver() -> list[str]:
+        fresh = pipeline.fresh_messages(state, messages)
+        return pipeline.buffer_messages(state, "u", fresh, None, spec, count_tokens, force=True, tracking_id="t1")
+
+    assert deliver()  # the first delivery appends, then its worker is killed before item_buffered
+    assert deliver() == []  # the redelivery finds every message known
+    state.item_buffered("t1", "u", [])
+    assert state.tracking("t1")["state"] == "buffered"  # not "indexed": its data is only buffered
+    assert state.info("u").pending_items == 0  # and it no longer holds back the drains
+    batch = pipeline.take_batch(state, "u", owner="d1", threshold_tokens=1, lease_s=60)
+    assert batch is not None and state.finish_batch(batch)
+    assert state.tracking("t1")["state"] == "indexed"
+    client.close()
