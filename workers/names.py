@@ -61,7 +61,8 @@ class Keys:
     - ``P:u:{user}:sensory`` the sensory buffer (JSON list of messages)
     - ``P:u:{user}:meta``    hash: buffered ``tokens`` and ``turns``, ``last_append``, ``flush`` flag
     - ``P:u:{user}:inflight`` sorted set (by queue time) of tracking ids queued but not yet buffered
-    - ``P:u:{user}:batches`` hash batch id → batch in flight; ``P:u:{user}:failed`` batches failed for good
+    - ``P:u:{user}:batches`` hash batch id → batch in flight; ``P:u:{user}:failed`` batches failed for good;
+      ``P:u:{user}:leases`` hash batch id → "owner renewed-until" (the owner's heartbeat)
     - ``P:u:{user}:topic``   topic id counter; ``P:u:{user}:lock`` the user's lock (expires)
     - ``P:u:{user}:stats``   the user's counters; ``P:u:{user}:turns:<session>`` turn numbering of enqueue_turns
     - ``P:track:<id>`` hash, ``P:track:<id>:done`` set; ``P:failures`` list; ``P:users`` set;

@@ -143,17 +143,38 @@ class RedisState:
         pipe.execute()
 
     def in_flight(self, user_id: str) -> list[Batch]:
-        return [Batch.model_validate_json(raw) for raw in self.r.hvals(self.k(user_id, "batches"))]
+        """Batches in flight, each with its latest lease renewal as ``taken_at``."""
+        batches = [Batch.model_validate_json(raw) for raw in self.r.hvals(self.k(user_id, "batches"))]
+        leases = {_s(k): _s(v) for k, v in self.r.hgetall(self.k(user_id, "leases")).items()}
+        out = []
+        for batch in batches:
+            owner, _, until = leases.get(batch.batch_id, "").rpartition(" ")
+            renewed = float(until) if until and owner == batch.owner else 0.0
+            out.append(batch.model_copy(update={"taken_at": max(batch.taken_at, renewed)}) if renewed else batch)
+        return out
 
     def claim(self, batch: Batch, owner: str) -> Batch:
         claimed = batch.model_copy(update={"owner": owner, "taken_at": time.time()})
-        self.r.hset(self.k(batch.user_id, "batches"), batch.batch_id, claimed.model_dump_json())
+        pipe = self.r.pipeline(transaction=True)
+        pipe.hset(self.k(batch.user_id, "batches"), batch.batch_id, claimed.model_dump_json())
+        pipe.hdel(self.k(batch.user_id, "leases"), batch.batch_id)
+        pipe.execute()
         return claimed
+
+    def renew(self, batch: Batch, until: float | None = None) -> None:
+        """The owner is alive: its lease counts from now (or from ``until``, for work handed to a durable queue)."""
+        self.r.hset(self.k(batch.user_id, "leases"), batch.batch_id, f"{batch.owner} {until or time.time()}")
+
+    def stale_users(self, lease_s: float) -> list[str]:
+        """Users with a batch in flight whose lease ran out: their owner died, someone must take over."""
+        now = time.time()
+        return [u for u in self.users() if any(now - b.taken_at > lease_s for b in self.in_flight(u))]
 
     def finish_batch(self, batch: Batch) -> bool:
         if not self._move(keys=[self.k(batch.user_id, "batches"), ""], args=[batch.batch_id, ""]):
             return False
         pipe = self.r.pipeline()
+        pipe.hdel(self.k(batch.user_id, "leases"), batch.batch_id)
         for member, tracking_id in batch.tracking.items():
             pipe.sadd(self.keys.track_done(tracking_id), member)
             pipe.expire(self.keys.track_done(tracking_id), TRACK_TTL_S)
@@ -172,6 +193,7 @@ class RedisState:
         if not self._move(keys=[self.k(user_id, "batches"), self.k(user_id, "failed")],
                           args=[batch_id, failed.model_dump_json()]):
             return None
+        self.r.hdel(self.k(user_id, "leases"), batch_id)
         self._set_tracking(failed, {"state": "failed", "reason": reason})
         return failed
 

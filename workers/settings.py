@@ -123,6 +123,9 @@ class DistributedSettings(Settings):
     result_expires_s: int = Field(600, gt=0)  # task results: counts and summaries only, kept 10 min
     reply_ttl_s: float = Field(120.0, gt=0)  # search and listing answers (memories) wait this long, read once
     lock_timeout_s: float = Field(300.0, gt=0)
+    # A batch being extracted whose owner stopped renewing its lease (a dead worker) is taken over by the
+    # next drain of its user; the idle check sends one. Owners renew every third of it while they work.
+    batch_lease_s: float = Field(60.0, gt=0)
     compress_batch_sessions: int = Field(8, ge=1)
     max_buffer_tokens: int = Field(8192, ge=1)  # size limit: drain even while the user's sessions are in flight
     idle_flush_s: float = Field(300.0, gt=0)

@@ -177,3 +177,31 @@ def test_a_compress_task_killed_after_its_appends_and_run_again_does_not_report_
     assert batch is not None and state.finish_batch(batch)
     assert state.tracking("t1")["state"] == "indexed"
     client.close()
+
+
+def test_a_dead_owners_batch_is_taken_over_after_its_lease_and_a_renewed_one_is_not(
+        redis_cluster: LocalCluster) -> None:
+    from types import SimpleNamespace
+
+    from workers.tasks.extract import lease_kept
+
+    client = _client(redis_cluster)
+    state = RedisState(client, prefix=f"lease{time.time_ns()}")
+    client.sadd(state.keys.users, "u")
+    first = [Message(id="m1", user_id="u", session_id="s", turn_index=0, role="user", content="x",
+                     time_stamp="2025-01-02T00:00:00Z")]
+    assert state.append("u", BufferedSegment(key=segment_key(first), session_id="s", tokens=5, messages=first))
+    batch = pipeline.take_batch(state, "u", owner="worker-a", threshold_tokens=1, lease_s=0.6)
+    assert batch is not None
+    parts = SimpleNamespace(state=state, settings=SimpleNamespace(batch_lease_s=0.6))
+    with lease_kept(parts, batch):  # type: ignore[arg-type]  # a live owner renews while it works
+        time.sleep(1.5)
+        assert pipeline.take_batch(state, "u", owner="worker-b", threshold_tokens=1, lease_s=0.6) is None
+        assert state.stale_users(0.6) == []
+    time.sleep(0.8)  # then the owner dies: nobody renews
+    assert state.stale_users(0.6) == ["u"]  # the idle check drains this user...
+    taken = pipeline.take_batch(state, "u", owner="worker-b", threshold_tokens=1, lease_s=0.6)
+    assert taken is not None and taken.batch_id == batch.batch_id  # ...and another worker takes the batch over
+    assert [s.topic_id for s in taken.segments] == [s.topic_id for s in batch.segments]
+    assert state.stale_users(0.6) == []
+    client.close()

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from celery import Task
@@ -16,6 +21,8 @@ from workers.parts import WorkerParts
 from workers.tasks import StageTask, hand_on, stage_task, timed, user_of
 from workers.tasks.store import store_and_update
 
+log = logging.getLogger(__name__)
+
 
 class BatchTask(StageTask):
     def release(self, parts: WorkerParts, raw: Any, task_id: str, exc: BaseException) -> None:
@@ -28,14 +35,40 @@ class BatchTask(StageTask):
                 pipeline.fail_batch(parts.state, batch, exc)
 
 
+@contextmanager
+def lease_kept(parts: WorkerParts, batch: Batch) -> Iterator[None]:
+    """Renew the batch's lease every third of ``batch_lease_s`` while this task works on it, so only a
+    dead owner's batch is taken over."""
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.wait(parts.settings.batch_lease_s / 3):
+            try:
+                parts.state.renew(batch)
+            except Exception:  # a Redis blip: the next beat tries again
+                log.warning("could not renew the lease of batch %s", batch.batch_id)
+
+    parts.state.renew(batch)
+    keeper = threading.Thread(target=beat, name=f"lease-{batch.batch_id[:8]}", daemon=True)
+    keeper.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        keeper.join()
+
+
 def extract_and_store(parts: WorkerParts, batch: Batch) -> int:
     """Extract one batch; index it here with a Qdrant server, else on the store owner's queue."""
-    entries = pipeline.extract_batch(batch, parts.extractor)
-    stored = StorePayload(user_id=batch.user_id, batch=batch, entries=entries)
-    if parts.settings.embedded_store:
-        hand_on(stored)
-    else:
-        store_and_update(parts, stored)
+    with lease_kept(parts, batch):
+        entries = pipeline.extract_batch(batch, parts.extractor)
+        stored = StorePayload(user_id=batch.user_id, batch=batch, entries=entries)
+        if not parts.settings.embedded_store:
+            store_and_update(parts, stored)
+            return len(entries)
+    # The store queue is durable (late acks, redelivery): no take-over while the batch waits there.
+    parts.state.renew(batch, until=time.time() + parts.settings.visibility_timeout_s)
+    hand_on(stored)
     return len(entries)
 
 
@@ -54,7 +87,7 @@ def drain(self: Task, raw: Any) -> int:
             st.request_flush(user_id)
         with st.lock(user_id):
             in_order = parts.spec.online_update
-            batch = pipeline.take_batch(st, user_id, str(self.request.id), threshold, s.visibility_timeout_s,
+            batch = pipeline.take_batch(st, user_id, str(self.request.id), threshold, s.batch_lease_s,
                                         s.max_buffer_tokens, one_at_a_time=in_order)
             more = (batch is not None and not in_order
                     and pipeline.should_drain(st.info(user_id), threshold, s.max_buffer_tokens))

@@ -43,15 +43,21 @@ def update_user(self: Task, raw: Any) -> dict[str, int]:
 
 
 def flush_idle_users(parts: WorkerParts, send: Callable[[Payload], None] = hand_on) -> list[str]:
-    """Flush the buffers of users idle longer than ``idle_flush_s``: no buffer holds data forever."""
-    users = parts.state.idle_users(parts.settings.idle_flush_s)
-    for user_id in users:
+    """Flush the buffers of users idle longer than ``idle_flush_s`` (no buffer holds data forever), and
+    drain the users whose batch lost its owner (a lease past ``batch_lease_s``), so another worker
+    takes the batch over."""
+    s = parts.settings
+    idle = parts.state.idle_users(s.idle_flush_s)
+    orphaned = [u for u in parts.state.stale_users(s.batch_lease_s) if u not in idle]
+    for user_id in idle:
         send(DrainPayload(user_id=user_id, force=True))
-    return users
+    for user_id in orphaned:
+        send(DrainPayload(user_id=user_id))
+    return sorted(idle + orphaned)
 
 
 @stage_task(names.UPDATE_FLUSH_IDLE)
 def flush_idle(self: Task) -> list[str]:
-    """Beat's idle check: ``flush_idle_users``."""
+    """Beat's idle check (every ``idle_check_s``): ``flush_idle_users``."""
     with timed(self):
         return flush_idle_users(get_parts())
