@@ -4,7 +4,7 @@ wrong, from the producer and from ``add_memory``, and a rejected call stores not
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC
 from pathlib import Path
 from typing import Any
@@ -42,6 +42,17 @@ def _queued(producer: MemoryProducer) -> int:
     return int(producer.state.r.llen(producer.settings.queue("compress")))
 
 
+def _queued_once_or_rejected(producer: MemoryProducer, call: Callable[[], object]) -> None:
+    """``call`` queues exactly one task, or raises ``ValueError`` and queues nothing; anything else fails."""
+    before = _queued(producer)
+    try:
+        call()
+    except ValueError:
+        assert _queued(producer) == before  # nothing of a rejected call is queued
+        return
+    assert _queued(producer) == before + 1
+
+
 @pytest.fixture(scope="module")
 def producer(redis_cluster: LocalCluster) -> Iterator[MemoryProducer]:
     """A producer on the real Redis with its own queues, which no worker reads."""
@@ -57,38 +68,20 @@ def producer(redis_cluster: LocalCluster) -> Iterator[MemoryProducer]:
 @given(user_id=user_ids, one=session, session_id=scalars)
 def test_enqueue_session_raises_only_value_error(producer: MemoryProducer, user_id: Any, one: Any,
                                                  session_id: Any) -> None:
-    before = _queued(producer)
-    try:
-        producer.enqueue_session(user_id, one, session_id)
-    except ValueError:
-        assert _queued(producer) == before  # nothing of a rejected call is queued
-        return
-    assert _queued(producer) == before + 1
+    _queued_once_or_rejected(producer, lambda: producer.enqueue_session(user_id, one, session_id))
 
 
 @EXAMPLES
 @given(user_id=user_ids, session_id=scalars, many=turns)
 def test_enqueue_turns_raises_only_value_error(producer: MemoryProducer, user_id: Any, session_id: Any,
                                                many: Any) -> None:
-    before = _queued(producer)
-    try:
-        producer.enqueue_turns(user_id, session_id, many)
-    except ValueError:
-        assert _queued(producer) == before
-        return
-    assert _queued(producer) == before + 1
+    _queued_once_or_rejected(producer, lambda: producer.enqueue_turns(user_id, session_id, many))
 
 
 @EXAMPLES
 @given(sessions=st.one_of(scalars, st.lists(st.one_of(scalars, st.tuples(user_ids, session, scalars)), max_size=3)))
 def test_enqueue_sessions_raises_only_value_error(producer: MemoryProducer, sessions: Any) -> None:
-    before = _queued(producer)
-    try:
-        producer.enqueue_sessions(sessions)
-    except ValueError:
-        assert _queued(producer) == before
-        return
-    assert _queued(producer) == before + 1
+    _queued_once_or_rejected(producer, lambda: producer.enqueue_sessions(sessions))
 
 
 @pytest.fixture(scope="module")
