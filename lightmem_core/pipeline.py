@@ -5,11 +5,12 @@ over these functions:
 
 1. ``prepare``: drop messages the user already buffered, count tokens, compress (one batched call);
 2. ``buffer_messages``: cut topic segments through the sensory buffer, append them to the
-   short-term buffer, count what came in;
+   short-term buffer (idempotent: guarded by message id);
 3. ``should_drain`` / ``take_batch``: when the buffer passes the threshold (or a flush was asked),
    take whole sessions up to the threshold as one batch, with topic ids fixed;
 4. ``extract_batch``: one extraction call for the batch (the driver decides where it runs);
-5. ``store_batch``: embed, upsert, record the history, finish the batch (counted once);
+5. ``store_batch``: embed, upsert, record messages, changes and counters in the history, finish the
+   batch (all of it once, however often it runs);
 6. ``after_store``: the online update when ``update: online``;
 7. ``fail_batch`` / ``resume_failed``: a batch that failed for good is kept with its reason, and
    ``retry_failed`` takes it back into flight.
@@ -19,7 +20,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
 from collections.abc import Set as AbstractSet
 
 from lightmem_core.components import Components
@@ -28,7 +28,7 @@ from lightmem_core.extraction.base import Extractor, extraction_tokens
 from lightmem_core.history import GLOBAL_SCOPE
 from lightmem_core.models import MemoryEntry, Message, TopicSegment
 from lightmem_core.sensory.buffer import cut_topics, feed, split_sessions
-from lightmem_core.sensory.compression import compress_messages, count_message_tokens
+from lightmem_core.sensory.compression import TokenCounter, compress_messages, count_message_tokens
 from lightmem_core.sensory.compressors.base import Compressor
 from lightmem_core.sensory.segmenters.base import Segmenter
 from lightmem_core.spec import PipelineSpec
@@ -38,7 +38,6 @@ from lightmem_core.update.decision import ExactDuplicateDecider, UpdateDecider
 from lightmem_core.update.online import online_update
 
 log = logging.getLogger(__name__)
-TokenCounter = Callable[[str], int]
 
 
 # --- 1. prepare -------------------------------------------------------------------------------------
