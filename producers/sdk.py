@@ -145,6 +145,8 @@ class MemoryProducer:
             "in_flight": sum(b.pending_items for b in buffers.values()),
             "failures": int(st.stats().get("failures", 0)),
             "recent_failures": st.failures(10),
+            "dead_letters": int(st.stats().get("dead_letters", 0)),
+            "recent_dead_letters": st.dead_letters(5),
         }
 
     def wait_indexed(self, tracking_ids: Sequence[str], timeout_s: float = 300.0, poll_s: float = 0.2) -> dict[str, str]:

@@ -19,6 +19,7 @@ LLM_TOKENS = Counter("lightmem_llm_tokens", "LLM tokens", ["kind"])
 STAGE_SECONDS = Histogram("lightmem_stage_seconds", "Task latency by task name", ["task"],
                           buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300))
 FAILURES = Counter("lightmem_failures", "Tasks failed for good (recorded with their reason)", ["task"])
+DEAD_LETTERS = Counter("lightmem_dead_letters", "Messages no task could take, kept with their raw body")
 
 
 def observe(stats: dict[str, float]) -> None:

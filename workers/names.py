@@ -65,7 +65,8 @@ class Keys:
       ``P:u:{user}:leases`` hash batch id → "owner renewed-until" (the owner's heartbeat)
     - ``P:u:{user}:topic``   topic id counter; ``P:u:{user}:lock`` the user's lock (expires)
     - ``P:u:{user}:stats``   the user's counters; ``P:u:{user}:turns:<session>`` turn numbering of enqueue_turns
-    - ``P:track:<id>`` hash, ``P:track:<id>:done`` set; ``P:failures`` list; ``P:users`` set;
+    - ``P:track:<id>`` hash, ``P:track:<id>:done`` set; ``P:failures`` list; ``P:dead`` list of messages
+      no task could take (raw body and reason); ``P:users`` set;
       ``P:reply:<task id>`` the answer of a search or listing (memories: expires, read once);
       ``P:entries_ts`` / ``P:update_wm`` / ``P:update_sent`` / ``P:updates`` hashes user → newest entry,
       update watermark, update queued, runs; ``P:stats`` global counters; ``P:llm:window`` the rate limit.
@@ -74,6 +75,7 @@ class Keys:
     def __init__(self, prefix: str) -> None:
         self.prefix = prefix
         self.failures = f"{prefix}:failures"
+        self.dead_letters = f"{prefix}:dead"
         self.users = f"{prefix}:users"
         self.stats = f"{prefix}:stats"
         self.entries_ts = f"{prefix}:entries_ts"

@@ -335,6 +335,17 @@ class RedisState:
             pipe.hset(self.keys.track(tracking_id), mapping={"state": "failed", "reason": reason})
         pipe.execute()
 
+    def dead_letter(self, raw: str, reason: str, headers: dict[str, Any] | None = None) -> None:
+        """Keep a message that no task could take (unregistered, malformed) with its raw body and the reason."""
+        record = {"at": time.time(), "reason": reason, "raw": raw, "headers": headers or {}}
+        pipe = self.r.pipeline()
+        pipe.lpush(self.keys.dead_letters, json.dumps(record, default=str))
+        pipe.hincrby(self.keys.stats, "dead_letters", 1)
+        pipe.execute()
+
+    def dead_letters(self, limit: int = 20) -> list[dict[str, Any]]:
+        return [json.loads(x) for x in self.r.lrange(self.keys.dead_letters, 0, limit - 1)]
+
     def failures(self, limit: int = 20) -> list[dict[str, Any]]:
         return [json.loads(x) for x in self.r.lrange(self.keys.failures, 0, limit - 1)]
 

@@ -155,3 +155,27 @@ def test_no_user_text_in_worker_logs_or_task_results(cluster: Cluster) -> None:
     for key in r.scan_iter(match="celery-task-meta-*", count=1000):
         assert b"quokka" not in (r.get(key) or b""), f"user text in the task result {key!r}"
     assert not list(r.scan_iter(match=f"{cluster.settings.key_prefix}:reply:*"))  # answers were read once
+
+
+def test_an_unregistered_task_is_a_dead_letter_and_the_worker_goes_on(cluster: Cluster) -> None:
+    """A message naming a task no worker knows (sent past our router, as another program might) is kept
+    in the dead-letter list with its raw body and the reason; the worker takes the next message."""
+    from celery import Celery
+
+    stranger = Celery("stranger", broker=cluster.settings.redis_url)  # no lightmem routes: anything goes out
+    before = cluster.producer.status()["dead_letters"]
+    try:
+        stranger.send_task("lightmem.compress.nope", args=[{"v": 1, "marker": "dead-letter-probe"}],
+                           queue=cluster.settings.queue("compress"))
+    finally:
+        stranger.close()
+    deadline = time.monotonic() + 30
+    while cluster.producer.status()["dead_letters"] == before and time.monotonic() < deadline:
+        time.sleep(0.2)
+    status = cluster.producer.status()
+    assert status["dead_letters"] == before + 1
+    [letter] = [d for d in status["recent_dead_letters"] if "dead-letter-probe" in d["raw"]]
+    assert "unregistered task 'lightmem.compress.nope'" in letter["reason"]
+    good = cluster.producer.enqueue_session("after-dead-letter", _sessions("after-dead-letter")[0])
+    cluster.producer.flush("after-dead-letter")
+    assert cluster.producer.wait_indexed([good], timeout_s=60) == {good: "indexed"}  # the compress worker went on

@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from typing import Any, TypeVar, cast
 
 from celery import Task
-from celery.signals import worker_ready
+from celery.signals import task_rejected, task_unknown, worker_ready
 
 from lightmem_core.errors import ExtractionParseError, TransientError
 from workers import metrics
@@ -79,6 +79,25 @@ def hand_on(payload: Payload) -> None:
 def timed(task: Task) -> Iterator[None]:
     with metrics.STAGE_SECONDS.labels(str(task.name)).time():
         yield
+
+
+def _dead_letter(message: Any = None, exc: BaseException | None = None, name: str | None = None,
+                 **_: Any) -> None:
+    """A message that no task takes (an unregistered task name, an unknown format) goes to the
+    dead-letter list with its raw body and the reason; the worker takes the next one."""
+    reason = (f"unregistered task {name!r}" if name else f"{type(exc).__name__}: {exc}" if exc
+              else "not a task message")
+    body = getattr(message, "body", b"")
+    raw = body.decode("utf-8", "replace") if isinstance(body, bytes) else str(body)
+    try:
+        get_parts().state.dead_letter(raw, reason, dict(getattr(message, "headers", None) or {}))
+        metrics.DEAD_LETTERS.inc()
+    except Exception:  # Redis itself may be what failed; Celery has rejected the message either way
+        log.exception("could not keep a dead letter (%s)", reason)
+
+
+task_unknown.connect(_dead_letter)
+task_rejected.connect(_dead_letter)
 
 
 def _serve_metrics(**_: Any) -> None:
