@@ -15,6 +15,7 @@ import httpx
 import pytest
 
 from tests.distributed.conftest import ROLES, Cluster
+from workers import names
 from workers.launch import free_port, process_argv
 
 pytestmark = pytest.mark.integration
@@ -37,6 +38,15 @@ def flower(cluster: Cluster) -> Iterator[str]:
         if time.monotonic() > deadline:
             raise RuntimeError("flower did not start:\n" + cluster.procs.log("flower")[-3000:])
         time.sleep(0.3)
+    # Flower answers HTTP before its event receiver listens; a task sent before that shows without its
+    # name. Wait until a probe task shows whole, so the tests below see every event of theirs.
+    deadline = time.monotonic() + 60
+    while True:
+        probe = cluster.producer.app.send_task(names.UPDATE_NIGHTLY).id
+        time.sleep(1.0)
+        found = httpx.get(f"{url}/api/tasks", auth=AUTH, timeout=20).json().get(probe) or {}
+        if found.get("name") == names.UPDATE_NIGHTLY or time.monotonic() > deadline:
+            break
     yield url
     cluster.procs.stop_process("flower")
 
