@@ -82,6 +82,8 @@ def make_app(settings: DistributedSettings) -> Celery:
         redis_socket_timeout=settings.redis_socket_timeout_s,
         broker_connection_timeout=settings.redis_connect_timeout_s,
         broker_connection_retry_on_startup=True,
+        # kombu's Redis transport, except that an unreadable queue item becomes a dead letter.
+        broker_transport="workers.transport:Transport",
         result_expires=settings.result_expires_s,
         result_extended=False,  # extended results would keep the arguments (user text) in Redis
         worker_send_task_events=True,

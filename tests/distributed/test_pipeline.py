@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -179,3 +180,29 @@ def test_an_unregistered_task_is_a_dead_letter_and_the_worker_goes_on(cluster: C
     good = cluster.producer.enqueue_session("after-dead-letter", _sessions("after-dead-letter")[0])
     cluster.producer.flush("after-dead-letter")
     assert cluster.producer.wait_indexed([good], timeout_s=60) == {good: "indexed"}  # the compress worker went on
+
+
+@pytest.mark.parametrize("item", [
+    b"\xff\xfe not json \x00",  # not JSON at all
+    b"[1, 2, 3]",  # JSON, not an envelope
+    json.dumps({"body": "!!not base64!!", "content-encoding": "utf-8", "content-type": "application/json",
+                "headers": {"task": "lightmem.compress.sessions", "id": "x"},
+                "properties": {"body_encoding": "base64", "delivery_tag": "t", "delivery_info": {}}}).encode(),
+], ids=["not-json", "not-an-envelope", "body-not-base64"])
+def test_an_unreadable_queue_item_is_a_dead_letter_and_the_worker_goes_on(cluster: Cluster, item: bytes) -> None:
+    """An item pushed into a queue by hand that kombu cannot read no longer stops the worker."""
+    queue = cluster.settings.queue("compress")
+    before = cluster.producer.status()["dead_letters"]
+    cluster.producer.state.r.lpush(queue, item)
+    deadline = time.monotonic() + 30
+    while cluster.producer.status()["dead_letters"] == before and time.monotonic() < deadline:
+        time.sleep(0.2)
+    status = cluster.producer.status()
+    assert status["dead_letters"] == before + 1
+    assert status["recent_dead_letters"][0]["reason"].startswith("unreadable queue item")
+    assert status["recent_dead_letters"][0]["headers"]["queue"] == queue
+    assert cluster.procs.procs["compress"].poll() is None  # the worker is alive...
+    user = f"after-{item[:4].hex()}"
+    good = cluster.producer.enqueue_session(user, _sessions(user)[0])
+    cluster.producer.flush(user)
+    assert cluster.producer.wait_indexed([good], timeout_s=60) == {good: "indexed"}  # ...and takes the next message
