@@ -91,8 +91,9 @@ class LocalCluster:
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.redis_url = ""
 
-    def start_redis(self) -> str:
-        port = free_port()
+    def start_redis(self, port: int | None = None) -> str:
+        """Start Redis (append-only file on) in ``workdir``; ``port`` restarts it where it was."""
+        port = port or free_port()
         argv = [redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1", "--dir", str(self.workdir),
                 "--appendonly", "yes", "--appendfsync", "everysec", "--save", "", "--daemonize", "no"]
         self._spawn("redis", argv)

@@ -1,9 +1,14 @@
-"""kombu's Redis transport, except that a queue item it cannot read goes to the dead-letter list.
+"""kombu's Redis transport with two mends, so that neither a bad item nor a Redis restart stops a worker.
 
-kombu pops an item with BRPOP, parses it as its JSON envelope and builds a message from it before
-Celery sees anything; an item that is not JSON, not an envelope, or whose body is not base64 raised
-out of the worker's event loop and stopped the worker. Here such an item is kept in the dead-letter
-list (``P:dead``, ``lightmem status``) with its raw text and the reason, and the worker goes on.
+- **Unreadable items.** kombu pops an item with BRPOP, parses it as its JSON envelope and builds a
+  message from it before Celery sees anything; an item that is not JSON, not an envelope, or whose
+  body is not base64 raised out of the worker's event loop and stopped the worker. Here such an item
+  is kept in the dead-letter list (``P:dead``, ``lightmem status``) with its raw text and the reason.
+- **Redis restarts.** When the connection drops, Celery closes the channel, and the channel puts its
+  unacknowledged messages back in their queues, through a connection that no longer exists: kombu
+  raised ``AttributeError: 'NoneType' object has no attribute 'hostname'`` and the worker exited with
+  its messages left in the unacked hash for the visibility timeout (an hour). Here the delivery tags
+  are kept, and the next channel of the process (after the reconnect) puts them back.
 """
 
 from __future__ import annotations
@@ -11,9 +16,11 @@ from __future__ import annotations
 import binascii
 import json
 import logging
+import threading
 import time
 from typing import Any
 
+import redis
 from kombu.transport import redis as kombu_redis
 
 from workers import metrics
@@ -30,7 +37,43 @@ def _keys() -> Keys:
     return Keys(get_settings().key_prefix)
 
 
+_orphaned: set[str] = set()  # delivery tags a closing channel could not put back (this process)
+_orphaned_lock = threading.Lock()
+
+
+class QoS(kombu_redis.QoS):
+    def restore_unacked(self, client: Any = None) -> None:
+        try:
+            super().restore_unacked(client)  # type: ignore[no-untyped-call]
+        except (AttributeError, OSError, redis.RedisError) as exc:  # the connection is gone
+            with _orphaned_lock:
+                _orphaned.update(self._delivered)
+            log.warning("%d unacknowledged message(s) will be put back after the reconnect (%s)",
+                        len(self._delivered), type(exc).__name__)
+            self._delivered.clear()
+
+
 class Channel(kombu_redis.Channel):
+    QoS = QoS
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[no-untyped-call]
+        self._put_back_orphans()
+
+    def _put_back_orphans(self) -> None:
+        """Messages a dead channel of this process held go back to their queues (they were never acked)."""
+        with _orphaned_lock:
+            tags = list(_orphaned)
+            _orphaned.clear()
+        for tag in tags:
+            try:
+                self.qos.restore_by_tag(tag)
+            except Exception:  # still unreachable: the next channel tries again
+                with _orphaned_lock:
+                    _orphaned.add(tag)
+        if tags:
+            log.warning("put %d unacknowledged message(s) back after the reconnect", len(tags))
+
     def _brpop_read(self, **options: Any) -> bool:
         popped: list[Any] = []
         parse = self.client.parse_response

@@ -1,0 +1,78 @@
+"""Faults on purpose, short versions: every run must end with nothing lost, nothing duplicated, nothing
+stuck, and the worker processes alive. Each test has its own Redis, since some of them kill it."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import pytest
+
+from producers.datasets import load_locomo
+from tests.distributed.conftest import Cluster, _cluster_env, _llm_env, _wait_port, running_cluster
+from workers.launch import LocalCluster, free_port
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def chaos(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    workdir = tmp_path_factory.mktemp("lightmem-chaos")
+    procs = LocalCluster(workdir, _cluster_env(workdir))
+    try:
+        procs.start_redis()
+        port = free_port()
+        procs.start("scripted_llm", [sys.executable, "-m", "producers.scripted_llm", "--port", str(port)])
+        _wait_port(port)
+        procs.env.update(_llm_env(f"http://127.0.0.1:{port}/v1"))
+        with running_cluster(procs, "chaos") as cluster:
+            yield cluster
+    finally:
+        procs.stop()
+
+
+def _control(cluster: Cluster, **settings: Any) -> None:
+    base = cluster.env["LIGHTMEM_MEMORY__MEMORY_MANAGER__CONFIGS__BASE_URL"].removesuffix("/v1")
+    request = urllib.request.Request(f"{base}/control", data=json.dumps(settings).encode(), method="POST")
+    urllib.request.urlopen(request, timeout=10).close()
+
+
+def _entry_ids(cluster: Cluster, user: str) -> list[str]:
+    return sorted(e["id"] for e in cluster.producer.entries(user, timeout_s=120))
+
+
+def test_redis_killed_and_restarted_during_ingestion_loses_nothing(chaos: Cluster, data_dir: Path) -> None:
+    cluster, procs = chaos, chaos.procs
+    conversation = load_locomo(data_dir / "locomo10.json")[0]
+    sessions = conversation.sessions[:8]
+    # A clean run first: the reference entries.
+    clean = [cluster.producer.enqueue_session("clean", s) for s in sessions]
+    cluster.producer.flush("clean")
+    assert set(cluster.producer.wait_indexed(clean, timeout_s=180).values()) == {"indexed"}
+    reference = _entry_ids(cluster, "clean")
+    # The same sessions for another user, with Redis killed while the LLM answers slowly.
+    _control(cluster, steps=[{"delay_s": 1.0}] * 6)
+    ids = [cluster.producer.enqueue_session("chaos", s) for s in sessions]
+    cluster.producer.flush("chaos")
+    time.sleep(2.0)
+    port = urlparse(procs.redis_url).port
+    for _ in range(2):
+        procs.procs["redis"].send_signal(signal.SIGKILL)
+        procs.procs["redis"].wait(10)
+        time.sleep(1.0)
+        procs.start_redis(port=port)  # the same port and folder: the append-only file brings the data back
+        time.sleep(3.0)
+    states = cluster.producer.wait_indexed(ids, timeout_s=300)
+    assert set(states.values()) == {"indexed"}, states
+    got = _entry_ids(cluster, "chaos")
+    assert len(got) == len(set(got)) == len(reference)  # nothing lost, nothing twice
+    assert cluster.producer.status()["batches_in_flight"] == 0
+    for name in ("chaos-compress", "chaos-extract", "chaos-store", "chaos-update"):
+        assert procs.procs[name].poll() is None, f"{name} died:\n{procs.log(name)[-2000:]}"
