@@ -6,10 +6,12 @@ pre-compression, MiniLM) with LLM extraction against the scripted server."""
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -61,11 +63,10 @@ def _llm_env(base_url: str) -> dict[str, str]:
             f"{m}CONFIGS__BASE_URL": base_url}
 
 
-@pytest.fixture(scope="session")
-def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+@contextmanager
+def redis_and_llm(workdir: Path) -> Iterator[LocalCluster]:
     """A real Redis server process (append-only file on) and the scripted OpenAI-compatible server
-    (``python -m producers.scripted_llm``) as processes, stopped at the end of the session."""
-    workdir = tmp_path_factory.mktemp("lightmem-distributed")
+    (``python -m producers.scripted_llm``) as processes, stopped on exit with everything started on them."""
     procs = LocalCluster(workdir, _cluster_env(workdir))
     try:
         procs.start_redis()
@@ -76,6 +77,22 @@ def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalClu
         yield procs
     finally:
         procs.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+    """Redis and the scripted LLM server, shared by the session's tests."""
+    with redis_and_llm(tmp_path_factory.mktemp("lightmem-distributed")) as procs:
+        yield procs
+
+
+def control_llm(cluster: Cluster, **settings: Any) -> dict[str, Any]:
+    """Change the scripted LLM server process (``producers.scripted_llm``'s ``/control``); its settings."""
+    base = cluster.env["LIGHTMEM_MEMORY__MEMORY_MANAGER__CONFIGS__BASE_URL"].removesuffix("/v1")
+    request = urllib.request.Request(f"{base}/control", data=json.dumps(settings).encode(), method="POST",
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=10) as reply:
+        return dict(json.loads(reply.read()))
 
 
 def _wait_port(port: int, timeout_s: float = 30) -> None:

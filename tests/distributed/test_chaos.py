@@ -3,45 +3,25 @@ stuck, and the worker processes alive. Each test has its own Redis, since some o
 
 from __future__ import annotations
 
-import json
 import signal
-import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlparse
 
 import pytest
 
 from producers.datasets import load_locomo
-from tests.distributed.conftest import Cluster, _cluster_env, _llm_env, _wait_port, running_cluster
-from workers.launch import LocalCluster, free_port
+from tests.distributed.conftest import Cluster, control_llm, redis_and_llm, running_cluster
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")
 def chaos(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    workdir = tmp_path_factory.mktemp("lightmem-chaos")
-    procs = LocalCluster(workdir, _cluster_env(workdir))
-    try:
-        procs.start_redis()
-        port = free_port()
-        procs.start("scripted_llm", [sys.executable, "-m", "producers.scripted_llm", "--port", str(port)])
-        _wait_port(port)
-        procs.env.update(_llm_env(f"http://127.0.0.1:{port}/v1"))
-        with running_cluster(procs, "chaos") as cluster:
-            yield cluster
-    finally:
-        procs.stop()
-
-
-def _control(cluster: Cluster, **settings: Any) -> None:
-    base = cluster.env["LIGHTMEM_MEMORY__MEMORY_MANAGER__CONFIGS__BASE_URL"].removesuffix("/v1")
-    request = urllib.request.Request(f"{base}/control", data=json.dumps(settings).encode(), method="POST")
-    urllib.request.urlopen(request, timeout=10).close()
+    """Its own Redis (the test kills it), LLM server and four workers."""
+    with redis_and_llm(tmp_path_factory.mktemp("lightmem-chaos")) as procs, running_cluster(procs, "chaos") as cluster:
+        yield cluster
 
 
 def _entries(cluster: Cluster, user: str) -> list[tuple[str, tuple[str, ...], int, str]]:
@@ -60,7 +40,7 @@ def test_redis_killed_and_restarted_during_ingestion_loses_nothing(chaos: Cluste
     assert set(cluster.producer.wait_indexed(clean, timeout_s=180).values()) == {"indexed"}
     reference = _entries(cluster, "clean")
     # The same sessions for another user, with Redis killed while the LLM answers slowly.
-    _control(cluster, steps=[{"delay_s": 1.0}] * 6)
+    control_llm(cluster, steps=[{"delay_s": 1.0}] * 6)
     ids = [cluster.producer.enqueue_session("chaos", s) for s in sessions]
     cluster.producer.flush("chaos")
     time.sleep(2.0)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -23,7 +22,7 @@ from lightmem_core import LightMemory, parse_config
 from lightmem_core.factory import build_components
 from lightmem_core.history import HistoryStore
 from producers.datasets import Conversation, load_locomo
-from tests.distributed.conftest import Cluster, running_cluster
+from tests.distributed.conftest import Cluster, control_llm, running_cluster
 from workers.launch import LocalCluster
 from workers.settings import deep_merge
 
@@ -36,15 +35,6 @@ SEGMENTED = {f"{M}TOPIC_SEGMENT": "true", f"{M}TOPIC_SEGMENTER__MODEL_NAME": "em
              "LIGHTMEM_RETRY_BACKOFF_MAX_S": "1"}
 ONLINE_HYBRID = {f"{M}MESSAGES_USE": "hybrid", f"{M}UPDATE": "online"}
 MARKER = "zanzibarite"  # a word no real conversation uses: the LLM fails every prompt that contains it
-
-
-def _control(cluster: Cluster, **settings: Any) -> dict[str, Any]:
-    """Change the scripted LLM server process (``producers.scripted_llm``'s ``/control``)."""
-    base = cluster.env[f"{M}MEMORY_MANAGER__CONFIGS__BASE_URL"].removesuffix("/v1")
-    request = urllib.request.Request(f"{base}/control", data=json.dumps(settings).encode(), method="POST",
-                                     headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=10) as reply:
-        return dict(json.loads(reply.read()))
 
 
 # --- the two drivers ----------------------------------------------------------------------------------
@@ -197,11 +187,11 @@ def failed_extraction_retried_later(driver: Driver, cluster: Cluster, locomo: li
     poisoned = replace(sessions[1], messages=[dict(m, content=f"{m['content']} {MARKER}") if i == 0 else m
                                               for i, m in enumerate(sessions[1].messages)])
     conversation = replace(conversation, sessions=[sessions[0], poisoned, *sessions[2:]])
-    _control(cluster, fail_marker=MARKER)
+    control_llm(cluster, fail_marker=MARKER)
     try:
         driver.add(conversation)
     finally:
-        _control(cluster, fail_marker=None)
+        control_llm(cluster, fail_marker=None)
     stored = {e["id"] for e in driver.entries(conversation.user_id)}
     assert stored, "the batches without the marker were stored"
     assert not any(MARKER in e["memory"] for e in driver.entries(conversation.user_id))
@@ -243,7 +233,7 @@ def test_both_drivers_leave_the_same_memory(scenario: Scenario, request: pytest.
                                             minilm_embedder: Any, data_dir: Path) -> None:
     cluster: Cluster = request.getfixturevalue(scenario.cluster)
     locomo = load_locomo(data_dir / "locomo10.json")
-    _control(cluster, update_actions="mixed")
+    control_llm(cluster, update_actions="mixed")
     try:
         results = {}
         for kind in ("library", "queues"):  # separate stores: the same user ids in both
@@ -251,7 +241,7 @@ def test_both_drivers_leave_the_same_memory(scenario: Scenario, request: pytest.
                 users = scenario.run(driver, cluster, locomo)
                 results[kind] = snapshot(driver, users)
     finally:
-        _control(cluster, update_actions="ignore")
+        control_llm(cluster, update_actions="ignore")
     library, queues = results["library"], results["queues"]
     assert library.keys() == queues.keys()
     if scenario.updates:
@@ -270,13 +260,13 @@ def test_when_celery_retries_run_out_the_batch_is_failed_with_its_reason(segment
     cluster, user = segmented_cluster, "outage-user"
     session = {"session_id": "o1", "time_stamp": "2025-05-01T09:00:00Z",
                "turns": [{"role": "user", "content": f"My {MARKER} collection grew to forty stones."}]}
-    _control(cluster, fail_marker=MARKER, fail_status=500)
+    control_llm(cluster, fail_marker=MARKER, fail_status=500)
     try:
         tracking_id = cluster.producer.enqueue_session(user, session)
         cluster.producer.flush(user)
         assert cluster.producer.wait_indexed([tracking_id], timeout_s=120) == {tracking_id: "failed"}
     finally:
-        _control(cluster, fail_marker=None)
+        control_llm(cluster, fail_marker=None)
     state = cluster.producer.state
     assert state.in_flight(user) == []
     [failed] = state.failed(user)
