@@ -8,7 +8,8 @@
 Input is validated (``lightmem_core.ingest.normalize_messages``) before anything is queued: bad
 input raises ``ValueError`` naming the field. When ``enqueue_*`` returns, the work is in the broker's
 Redis list (durable with Redis's append-only file; ``redis_wait_replicas`` also waits for replicas).
-Redis unreachable: ``TransientError`` within ``redis_connect_timeout_s``, never a hang.
+Redis refusing connections (a restart): each call retries for ``producer_retry_s`` (5 s), then raises
+``TransientError``; Redis not answering: ``TransientError`` after ``redis_socket_timeout_s``; never a hang.
 """
 
 from __future__ import annotations
@@ -19,6 +20,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_exponential
 
 from lightmem_core.errors import ConfigError, InvalidInput, TransientError
 from lightmem_core.ingest import normalize_messages
@@ -30,6 +34,7 @@ from workers.messages import (
     RetryPayload,
     SearchPayload,
     SessionItem,
+    checked,
     send,
 )
 from workers.parts import state_for
@@ -45,6 +50,7 @@ class MemoryProducer:
         self.settings = settings or get_settings()
         self.app = make_app(self.settings)
         self.state = state_for(self.settings)
+        self.state.r.set_retry(Retry(NoBackoff(), 0))  # one retry layer: ``_redis``'s window
 
     # --- enqueue ----------------------------------------------------------------------------------
     def enqueue_session(self, user_id: str, session: Any, session_id: str | None = None) -> str:
@@ -85,6 +91,7 @@ class MemoryProducer:
 
     def _send(self, items: list[SessionItem]) -> None:
         payload = CompressPayload(sessions=items)
+        checked(self.app, payload)  # over max_payload_bytes: PayloadTooLarge (a ValueError), nothing tracked
 
         def track() -> None:
             pipe = self.state.r.pipeline()
@@ -94,8 +101,7 @@ class MemoryProducer:
 
         self._redis(track)
         try:
-            send(self.app, payload, retry=True,
-                 retry_policy={"max_retries": 2, "interval_start": 0.1, "interval_step": 0.2})
+            send(self.app, payload, retry=True, retry_policy=self._send_retry_policy())
         except Exception as exc:  # kombu raises several classes; none of them may leave a stale tracking entry
             reason = f"not queued: {exc}"
             for item in items:
@@ -193,11 +199,24 @@ class MemoryProducer:
         url = redis.connection.parse_url(self.settings.redis_url)  # type: ignore[no-untyped-call]
         return f"Redis at {url.get('host') or url.get('path')}:{url.get('port', '')}"
 
+    def _send_retry_policy(self) -> dict[str, float]:
+        """kombu's publish retries, spread over the same window as ``_redis``'s."""
+        step = 0.25
+        return {"max_retries": max(1, int(self.settings.producer_retry_s / step)), "interval_start": 0.05,
+                "interval_step": step, "interval_max": step}
+
     def _redis(self, call: Any) -> Any:
-        """Run ``call``; Redis's failures become errors that tell the three cases apart."""
+        """Run ``call``, again while Redis refuses connections (for ``producer_retry_s``); Redis's failures
+        become errors that tell the three cases apart."""
         s = self.settings
+        refused = retry_if_exception(lambda e: isinstance(e, redis.ConnectionError)
+                                     and not isinstance(e, redis.AuthenticationError | redis.TimeoutError))
         try:
-            return call()
+            for attempt in Retrying(retry=refused, stop=stop_after_delay(s.producer_retry_s), reraise=True,
+                                    wait=wait_exponential(multiplier=0.05, max=0.5)):
+                with attempt:
+                    return call()
+            raise AssertionError("unreachable: tenacity returns or raises")
         except redis.AuthenticationError as exc:  # a ConnectionError too: checked first
             raise ConfigError(f"{self._where()}: authentication failed (check the password in "
                               f"LIGHTMEM_REDIS_URL): {exc}") from exc
@@ -205,7 +224,8 @@ class MemoryProducer:
             raise TransientError(f"{self._where()} accepted the connection but is not answering "
                                  f"(no reply within {s.redis_socket_timeout_s:g} s): {exc}") from exc
         except redis.ConnectionError as exc:
-            raise TransientError(f"{self._where()} unreachable within {s.redis_connect_timeout_s:g} s: {exc}") from exc
+            raise TransientError(f"{self._where()} unreachable (retried for {s.producer_retry_s:g} s, "
+                                 f"connect timeout {s.redis_connect_timeout_s:g} s): {exc}") from exc
 
 
 def _session_item(user_id: str, session: Any, session_id: str | None) -> SessionItem:

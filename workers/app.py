@@ -16,7 +16,7 @@ from celery.signals import after_setup_logger
 from kombu.entity import Exchange, Queue
 
 from lightmem_core.config import configure_logging
-from workers import names
+from workers import logs, names
 from workers.parts import WorkerParts
 from workers.settings import QUEUES, DistributedSettings, get_settings
 
@@ -75,8 +75,11 @@ def make_app(settings: DistributedSettings) -> Celery:
         worker_prefetch_multiplier=1,
         task_time_limit=settings.task_time_limit_s,
         task_soft_time_limit=settings.task_soft_time_limit_s,
-        # Longer than the longest task, or Redis hands a running task to a second worker.
-        broker_transport_options={"visibility_timeout": settings.visibility_timeout_s, **timeouts},
+        # A dead worker's messages go back to their queues after the visibility timeout; every worker
+        # looks for them each sixth of it (live workers keep theirs fresh: workers.transport).
+        broker_transport_options={"visibility_timeout": settings.visibility_timeout_s,
+                                  "unacked_restore_interval": max(1, settings.visibility_timeout_s // 6),
+                                  "unacked_restore_throttle": 1, **timeouts},
         result_backend_transport_options={"visibility_timeout": settings.visibility_timeout_s},
         redis_socket_connect_timeout=settings.redis_connect_timeout_s,
         redis_socket_timeout=settings.redis_socket_timeout_s,
@@ -93,6 +96,7 @@ def make_app(settings: DistributedSettings) -> Celery:
         timezone="UTC",
         enable_utc=True,
         beat_schedule=beat_schedule(settings),
+        lightmem_max_payload_bytes=settings.max_payload_bytes,  # workers.messages.send checks it
     )
     if (ssl := _ssl_options(settings.redis_url, settings)) is not None:
         app.conf.broker_use_ssl = ssl
@@ -103,7 +107,9 @@ def make_app(settings: DistributedSettings) -> Celery:
 
 def _configure_logging(**_: Any) -> None:
     """LightMem's ``logging`` option sets the workers' ``lightmem_core`` logger as it does in the library
-    (level and log file); Celery's own console handler prints it, so no second console handler."""
+    (level and log file); Celery's own console handler prints it, so no second console handler. Celery's
+    lines about rejected messages lose the message body (``workers.logs``)."""
+    logs.install()
     config = get_settings().memory_cfg.logging
     if config is not None:
         configure_logging(config.model_copy(update={"console_enabled": False}))

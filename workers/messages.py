@@ -14,7 +14,7 @@ from celery import Celery
 from celery.result import AsyncResult
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from lightmem_core.errors import LightMemError
+from lightmem_core.errors import InvalidInput, LightMemError
 from lightmem_core.models import MemoryEntry, Message
 from lightmem_core.state import Batch
 from workers import names
@@ -143,10 +143,25 @@ def encode(payload: BaseModel) -> dict[str, Any]:
     return payload.model_dump(mode="json")
 
 
+class PayloadTooLarge(InvalidInput):
+    """Raised when a payload's JSON is over ``max_payload_bytes``: nothing is sent."""
+
+
+def checked(app: Celery, payload: Payload) -> dict[str, Any]:
+    """``payload`` encoded, once it is known to fit in ``max_payload_bytes`` (the app's setting)."""
+    data = encode(payload)
+    limit = int(app.conf.get("lightmem_max_payload_bytes") or 0)
+    if limit and (size := len(json.dumps(data).encode("utf-8"))) > limit:
+        raise PayloadTooLarge(f"{type(payload).__name__}: {size:,} bytes of JSON, over the limit of {limit:,} "
+                              "(LIGHTMEM_MAX_PAYLOAD_BYTES); send fewer or shorter sessions at a time")
+    return data
+
+
 def send(app: Celery, payload: Payload, **options: Any) -> AsyncResult:
     """Hand ``payload`` to its task; the app's router picks the queue from the task name. Task events
-    (Flower) and logs show the payload's summary, never its text."""
-    return app.send_task(payload.TASK, args=[encode(payload)], argsrepr=payload.summary(), kwargsrepr="{}",
+    (Flower) and logs show the payload's summary, never its text. Over ``max_payload_bytes``:
+    ``PayloadTooLarge``, and nothing is sent."""
+    return app.send_task(payload.TASK, args=[checked(app, payload)], argsrepr=payload.summary(), kwargsrepr="{}",
                          **options)
 
 

@@ -44,7 +44,7 @@ def redis_client(settings: DistributedSettings) -> redis.Redis:
 
 def state_for(settings: DistributedSettings) -> RedisState:
     return RedisState(redis_client(settings), settings.key_prefix, settings.lock_timeout_s,
-                      inflight_ttl_s=settings.visibility_timeout_s)
+                      inflight_ttl_s=settings.queue_wait_s)
 
 
 class WorkerParts:

@@ -116,7 +116,7 @@ class RedisState:
             tokens=int(meta.get("tokens", 0)), segments=int(self.r.zcard(self.k(user_id, "order"))),
             turns=int(meta.get("turns", 0)),
             flush=meta.get("flush") == "1",
-            # Queued input older than the visibility timeout was lost with its producer: stop waiting for it.
+            # Queued input older than queue_wait_s was lost with its producer: stop waiting for it.
             pending_items=int(self.r.zcount(self.k(user_id, "inflight"), time.time() - self.inflight_ttl_s, "+inf")),
             batches_in_flight=int(self.r.hlen(self.k(user_id, "batches"))),
             last_append=float(meta.get("last_append", 0.0)),

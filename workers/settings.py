@@ -109,7 +109,11 @@ class DistributedSettings(Settings):
     redis_ssl_cert_reqs: Literal["required", "optional", "none"] = "required"
     redis_connect_timeout_s: float = Field(3.0, gt=0)
     redis_socket_timeout_s: float = Field(10.0, gt=0)
+    # How long the producer keeps retrying while Redis refuses connections (a restart), then fails clearly.
+    producer_retry_s: float = Field(5.0, ge=0)
     redis_wait_replicas: int = Field(0, ge=0)  # >0: enqueue returns after WAIT confirms that many replicas
+    # The largest task payload (its JSON), refused by the producer and dead-lettered by the workers.
+    max_payload_bytes: int = Field(4 * 1024 * 1024, ge=1024)
     key_prefix: str = "lightmem"
     queue_compress: str = "lightmem.compress"
     queue_extract: str = "lightmem.extract"
@@ -117,7 +121,12 @@ class DistributedSettings(Settings):
     queue_store: str = "lightmem.store"
     task_time_limit_s: int = Field(900, gt=0)
     task_soft_time_limit_s: int = Field(840, gt=0)
-    visibility_timeout_s: int = Field(3600, gt=0)
+    # A delivered message a worker stops holding (killed) goes back to its queue after this long; live
+    # workers refresh theirs every quarter of it (``workers.transport``), however long their task runs.
+    visibility_timeout_s: int = Field(60, ge=4)
+    # How long work may wait in a queue (a backlog) before what waits for it stops waiting: queued input
+    # that a drain holds back for, and a batch handed to the store queue, which no one takes over meanwhile.
+    queue_wait_s: float = Field(3600.0, gt=0)
     max_retries: int = Field(8, ge=0)
     retry_backoff_max_s: int = Field(300, gt=0)
     result_expires_s: int = Field(600, gt=0)  # task results: counts and summaries only, kept 10 min
@@ -148,9 +157,6 @@ class DistributedSettings(Settings):
     def _limits_consistent(self) -> DistributedSettings:
         if self.task_soft_time_limit_s >= self.task_time_limit_s:
             raise ValueError("task_soft_time_limit_s must be below task_time_limit_s")
-        if self.visibility_timeout_s <= self.task_time_limit_s:
-            # Otherwise Redis re-delivers a task that is still running, and it runs twice at once.
-            raise ValueError("visibility_timeout_s must exceed task_time_limit_s")
         return self
 
     @property

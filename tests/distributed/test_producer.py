@@ -87,16 +87,45 @@ def test_enqueue_turns_numbers_turns_after_earlier_ones(idle_producer: MemoryPro
     assert turns == [0, 1, 2]
 
 
-def test_unreachable_redis_fails_fast_with_a_clear_error() -> None:
-    settings = DistributedSettings(redis_url=f"redis://127.0.0.1:{free_port()}/0", redis_connect_timeout_s=0.5)
+def test_unreachable_redis_fails_after_the_retry_window_with_a_clear_error() -> None:
+    settings = DistributedSettings(redis_url=f"redis://127.0.0.1:{free_port()}/0", redis_connect_timeout_s=0.5,
+                                   producer_retry_s=1.0)
     producer = MemoryProducer(settings)
     start = time.monotonic()
     try:
-        with pytest.raises(TransientError, match="unreachable within 0.5 s"):
+        with pytest.raises(TransientError, match=r"unreachable \(retried for 1 s"):
             producer.enqueue_session("u1", SESSION)
     finally:
         producer.close()
-    assert time.monotonic() - start < 5
+    assert 0.9 < time.monotonic() - start < 5
+
+
+def test_a_send_waits_across_a_short_redis_restart(tmp_path: Path) -> None:
+    """Redis down for a second and a half: enqueue retries within its window, and the work is queued once."""
+    import threading
+
+    procs = LocalCluster(tmp_path, {})
+    try:
+        procs.start_redis()
+        port = int(procs.redis_url.rsplit(":", 1)[1].split("/")[0])
+        producer = MemoryProducer(DistributedSettings(redis_url=procs.redis_url, producer_retry_s=8.0,
+                                                      queue_compress="restart.compress"))
+        try:
+            producer.enqueue_session("u1", SESSION)  # connected before the outage
+            procs.stop_process("redis")
+            restart = threading.Timer(1.5, lambda: procs.start_redis(port=port))
+            restart.start()
+            start = time.monotonic()
+            tracking_id = producer.enqueue_session("u1", SESSION)
+            waited = time.monotonic() - start
+            restart.join()
+            assert 1.0 < waited < 8.0
+            assert producer.status(tracking_id)["state"] == "queued"
+            assert producer.state.r.llen("restart.compress") == 2  # the first (append-only file) and the second
+        finally:
+            producer.close()
+    finally:
+        procs.stop()
 
 
 def test_a_redis_that_never_answers_is_told_apart_from_an_unreachable_one() -> None:
@@ -162,3 +191,24 @@ def test_a_wrong_password_is_an_authentication_error(tmp_path: Path) -> None:
     finally:
         server.terminate()
         server.wait(10)
+
+
+def test_a_payload_over_the_size_limit_is_refused_and_nothing_is_queued(redis_cluster: LocalCluster) -> None:
+    from workers.messages import PayloadTooLarge
+
+    queue = f"big.compress.{time.time_ns()}"
+    settings = DistributedSettings(redis_url=redis_cluster.redis_url, key_prefix=f"big{time.time_ns()}",
+                                   queue_compress=queue, max_payload_bytes=2048)
+    producer = MemoryProducer(settings)
+    try:
+        long_turn = {"session_id": "s1", "turns": [{"role": "user", "content": "word " * 1000}]}
+        with pytest.raises(PayloadTooLarge, match=r"over the limit of 2,048 \(LIGHTMEM_MAX_PAYLOAD_BYTES\)"):
+            producer.enqueue_session("u1", long_turn)
+        assert isinstance(PayloadTooLarge("x"), ValueError)
+        assert producer.state.r.llen(queue) == 0
+        assert producer.state.info("u1").pending_items == 0  # nothing tracked either
+        assert producer.enqueue_session("u1", SESSION)  # a small one goes through
+        assert producer.state.r.llen(queue) == 1
+    finally:
+        producer.state.r.delete(queue)
+        producer.close()

@@ -11,6 +11,8 @@ took is moved to the failed batches, where ``lightmem retry`` finds it. Nothing 
 
 from __future__ import annotations
 
+import inspect
+import json
 import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -47,11 +49,25 @@ class StageTask(Task):  # type: ignore[misc]  # Celery's Task is untyped
             metrics.FAILURES.labels(str(self.name)).inc()
             payload = exc.raw if isinstance(exc, PayloadError) else raw
             raw_reply = exc.raw_reply if isinstance(exc, ExtractionParseError) else None
-            parts.state.record_failure(str(self.name), user_of(raw), f"{type(exc).__name__}: {exc}", payload,
-                                       raw_reply=raw_reply)
+            reason = f"{type(exc).__name__}: {exc}"
+            parts.state.record_failure(str(self.name), user_of(raw), reason, payload, raw_reply=raw_reply)
+            if (poison := self.poison_reason(exc, args, kwargs)) is not None:
+                parts.state.dead_letter(json.dumps({"args": list(args), "kwargs": kwargs}, default=str), poison,
+                                        {"task": str(self.name), "id": task_id})
+                metrics.DEAD_LETTERS.inc()
             self.release(parts, raw, task_id, exc)
         except Exception:  # Redis itself may be what failed; the task's messages stay in the log
             log.exception("could not record the failure of task %s (%s)", self.name, task_id)
+
+    def poison_reason(self, exc: BaseException, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str | None:
+        """Why the message itself is unusable (wrong schema, wrong arity), or None for a failure of the work."""
+        if isinstance(exc, PayloadError):
+            return f"wrong schema: {exc}"
+        try:
+            inspect.signature(self.run).bind(*args, **kwargs)
+        except TypeError as wrong:
+            return f"wrong arguments for {self.name}: {wrong}"
+        return None
 
     def release(self, parts: WorkerParts, raw: Any, task_id: str, exc: BaseException) -> None:
         """Give up what this task holds (batches in flight, tracked items); nothing by default."""

@@ -67,7 +67,7 @@ def extract_and_store(parts: WorkerParts, batch: Batch) -> int:
             store_and_update(parts, stored)
             return len(entries)
     # The store queue is durable (late acks, redelivery): no take-over while the batch waits there.
-    parts.state.renew(batch, until=time.time() + parts.settings.visibility_timeout_s)
+    parts.state.renew(batch, until=time.time() + parts.settings.queue_wait_s)
     hand_on(stored)
     return len(entries)
 
