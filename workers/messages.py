@@ -135,7 +135,8 @@ def decode(model: type[M], raw: Any) -> M:
         data = json.loads(raw) if isinstance(raw, str | bytes) else raw
         return model.model_validate(data)
     except (ValidationError, ValueError) as exc:
-        raise PayloadError(f"{model.__name__}: {exc}".splitlines()[0] + f" ({_first_error(exc)})", raw) from exc
+        # ``from None``: the validation error's own text quotes the input (user text) into the log's traceback
+        raise PayloadError(f"{model.__name__}: {exc}".splitlines()[0] + f" ({_first_error(exc)})", raw) from None
 
 
 def encode(payload: BaseModel) -> dict[str, Any]:
