@@ -9,7 +9,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install demo test lint bench eval clean system-tools
+.PHONY: install demo test lint bench eval chaos clean system-tools
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -33,6 +33,12 @@ system-tools:
 	@command -v chromium >/dev/null && command -v docker-compose >/dev/null || \
 	  { command -v apt-get >/dev/null && (apt-get update -qq && apt-get install -y -qq chromium docker-compose) \
 	    >/dev/null 2>&1 || echo "note: could not install chromium/docker-compose; their tests will skip"; }
+
+# The long chaos runs: three kills of each worker kind while busy, a whole LoCoMo conversation per fault
+# (tests/distributed/test_chaos.py; `make test` runs the short versions, and the poison tests).
+chaos: $(STAMP)
+	LIGHTMEM_DATA_DIR=$(DATA) LIGHTMEM_CHAOS_ROUNDS=3 LIGHTMEM_CHAOS_SESSIONS=19 \
+	  $(PY) -m pytest -q -p no:cacheprovider tests/distributed/test_chaos.py tests/distributed/test_poison.py --durations=20
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check lightmem_core workers producers tests bench

@@ -12,7 +12,11 @@ repeatable), anything else ``OK``. Every request is recorded.
 ``{"steps": [{"status": 500}, ...]}`` queues steps, ``{"fail_marker": "word"}`` answers every
 chat request whose prompt contains ``word`` with invalid JSON (or, with ``"fail_status": 500``,
 with that HTTP status) until it is set to ``null``, and
-``{"update_actions": "mixed"}`` switches the update answers. It answers the current settings.
+``{"update_actions": "mixed"}`` switches the update answers, ``{"delay_s": 0.5}`` sets the delay of
+unscripted answers, and ``{"faults": {"rate": 0.2, "seed": 7, "kinds": ["429", "500", "timeout",
+"broken_json"], "timeout_s": 5}}`` answers that share of unscripted chat requests with a fault drawn
+from ``kinds`` (``timeout``: the answer comes after ``timeout_s``; ``null`` turns faults off). It
+answers the current settings, with ``faults_served`` counted per kind.
 
 In a test::
 
@@ -28,6 +32,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import random
 import re
 import threading
 from collections import deque
@@ -54,6 +59,33 @@ class Step:
     delay_s: float = 0.0
     retry_after: str | None = None
     raw_body: str | None = None
+
+
+class Faults:
+    """A share of chat requests answered with a fault, drawn from a seeded generator (repeatable counts)."""
+
+    KINDS = ("429", "500", "timeout", "broken_json")
+
+    def __init__(self, rate: float, seed: int = 0, kinds: list[str] | None = None, timeout_s: float = 5.0) -> None:
+        if not 0 <= rate <= 1:
+            raise ValueError(f"rate: expected 0..1, got {rate}")
+        self.kinds = list(kinds or self.KINDS)
+        if unknown := set(self.kinds) - set(self.KINDS):
+            raise ValueError(f"kinds: unknown {sorted(unknown)}; expected some of {list(self.KINDS)}")
+        self.rate, self.timeout_s, self._rng = rate, timeout_s, random.Random(seed)
+
+    def draw(self) -> str | None:
+        """The fault for the next request, or None for a normal answer."""
+        return self._rng.choice(self.kinds) if self._rng.random() < self.rate else None
+
+    def step(self, kind: str, delay_s: float) -> Step:
+        if kind == "429":
+            return Step(status=429, retry_after="0.2")
+        if kind == "500":
+            return Step(status=500)
+        if kind == "timeout":
+            return Step(delay_s=self.timeout_s)
+        return Step(content="{scripted: broken json", delay_s=delay_s)
 
 
 _WHEN = r"\d{4}-\d{2}-\d{2} \d{2}:\d{2} \w*"  # "2025-03-01 10:00 Sat", as the update prompt shows times
@@ -131,6 +163,8 @@ class ScriptedLLMServer:
         self.fail_marker: str | None = None  # chat requests containing it fail: invalid JSON, or fail_status
         self.fail_status: int | None = None
         self.update_actions = "ignore"
+        self.faults: Faults | None = None
+        self.faults_served: dict[str, int] = {}
         self.requests: list[dict[str, Any]] = []  # chat request bodies, in arrival order
         self.statuses: list[int] = []  # the status answered to each chat request
         self._steps: deque[Step] = deque()
@@ -176,7 +210,13 @@ class ScriptedLLMServer:
     def _next(self, body: dict[str, Any]) -> Step:
         with self._lock:
             self.requests.append(body)
-            step = self._steps.popleft() if self._steps else Step(usage=self.usage, delay_s=self.delay_s)
+            if self._steps:
+                step = self._steps.popleft()
+            elif self.faults is not None and (kind := self.faults.draw()) is not None:
+                self.faults_served[kind] = self.faults_served.get(kind, 0) + 1
+                step = self.faults.step(kind, self.delay_s)
+            else:
+                step = Step(usage=self.usage, delay_s=self.delay_s)
             self.statuses.append(step.status)
             return step
 
@@ -226,12 +266,20 @@ class ScriptedLLMServer:
         if "fail_marker" in body:
             self.fail_marker = body["fail_marker"]
             self.fail_status = body.get("fail_status")
+        if "delay_s" in body:
+            self.delay_s = float(body["delay_s"])
+        if "faults" in body:
+            try:
+                self.faults = Faults(**body["faults"]) if body["faults"] else None
+            except (TypeError, ValueError) as exc:
+                return 400, {}, json.dumps({"error": {"message": f"faults: {exc}"}})
         if "update_actions" in body:
             if body["update_actions"] not in ("ignore", "mixed"):
                 return 400, {}, json.dumps({"error": {"message": "update_actions: expected 'ignore' or 'mixed'"}})
             self.update_actions = body["update_actions"]
         state = {"pending_steps": self.pending(), "fail_marker": self.fail_marker, "fail_status": self.fail_status,
-                 "update_actions": self.update_actions, "requests": len(self.requests)}
+                 "update_actions": self.update_actions, "requests": len(self.requests), "delay_s": self.delay_s,
+                 "faults_served": dict(self.faults_served)}
         return 200, {}, json.dumps(state)
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:

@@ -50,7 +50,9 @@ class MemoryProducer:
         self.settings = settings or get_settings()
         self.app = make_app(self.settings)
         self.state = state_for(self.settings)
-        self.state.r.set_retry(Retry(NoBackoff(), 0))  # one retry layer: ``_redis``'s window
+        # One immediate retry replaces a pooled connection that a Redis restart closed; waiting out an
+        # outage is ``_redis``'s window alone (redis-py's default would add its own backoff to it).
+        self.state.r.set_retry(Retry(NoBackoff(), 1))
 
     # --- enqueue ----------------------------------------------------------------------------------
     def enqueue_session(self, user_id: str, session: Any, session_id: str | None = None) -> str:

@@ -158,7 +158,10 @@ def wait_for_workers(app: Any, names: list[str], timeout_s: float = 60.0) -> Non
     deadline = time.monotonic() + timeout_s
     missing = set(names)
     while missing:
-        replies = app.control.ping(timeout=0.5) or []
+        try:
+            replies = app.control.ping(timeout=0.5) or []
+        except (OSError, redis.RedisError):  # a pooled connection that a Redis restart closed: kombu drops it
+            replies = []
         seen = {host.split("@")[0] for reply in replies for host in reply}
         missing -= seen
         if missing and time.monotonic() > deadline:

@@ -36,6 +36,17 @@ class Cluster:
     producer: Any
     workdir: Path
     metrics_ports: dict[str, int]
+    names: dict[str, str]  # role -> worker process name
+    commands: dict[str, tuple[list[str], dict[str, str]]]  # role -> (argv, own env), to restart it
+
+    def restart(self, role: str, timeout_s: float = 120) -> None:
+        """Start a role's worker again (as a supervisor would after it died) and wait until it answers."""
+        from workers.launch import wait_for_workers
+
+        argv, env = self.commands[role]
+        self.procs.procs.pop(self.names[role], None)
+        self.procs.start(self.names[role], argv, env=env)
+        wait_for_workers(self.producer.app, [self.names[role]], timeout_s=timeout_s)
 
     def settings_with(self, **overrides: Any) -> Any:
         from workers.settings import DistributedSettings
@@ -131,14 +142,14 @@ def running_cluster(procs: LocalCluster, tag: str = "", env: dict[str, str] | No
     settings = DistributedSettings()
     names = {role: f"{tag}-{role}" if tag else role for role in ROLES}
     metrics_ports = {role: free_port() for role in ROLES}
-    for role in ROLES:
-        procs.start(names[role], process_argv(role, settings, name=names[role],
-                                              concurrency=4 if role == "extract" else None),
-                    env={**own, "LIGHTMEM_METRICS_PORT": str(metrics_ports[role])})
+    commands = {role: (process_argv(role, settings, name=names[role], concurrency=4 if role == "extract" else None),
+                       {**own, "LIGHTMEM_METRICS_PORT": str(metrics_ports[role])}) for role in ROLES}
+    for role, (argv, role_env) in commands.items():
+        procs.start(names[role], argv, env=role_env)
     producer = MemoryProducer(settings)
     try:
         wait_for_workers(producer.app, list(names.values()), timeout_s=120)
-        yield Cluster(procs, full_env, settings, producer, workdir, metrics_ports)
+        yield Cluster(procs, full_env, settings, producer, workdir, metrics_ports, names, commands)
     except BaseException:
         for name in names.values():
             print(f"--- {name} log ---\n{procs.log(name)[-3000:]}")
