@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Mapping
-from contextlib import AbstractContextManager
+import threading
 from typing import Any
 
 import redis
@@ -51,6 +51,44 @@ return 1
 """
 
 
+class KeptLock:
+    """A redis-py lock with a short expiry, renewed from a thread every third of it while held."""
+
+    def __init__(self, lock: Any) -> None:
+        self.lock = lock
+        self._released = threading.Event()
+        self._keeper: threading.Thread | None = None
+
+    def acquire(self, blocking: bool = True) -> bool:
+        if not self.lock.acquire(blocking=blocking):
+            return False
+        self._released.clear()
+        self._keeper = threading.Thread(target=self._keep, name="lightmem-lock", daemon=True)
+        self._keeper.start()
+        return True
+
+    def _keep(self) -> None:
+        while not self._released.wait(float(self.lock.timeout) / 3):
+            try:
+                self.lock.reacquire()  # the expiry starts over
+            except Exception:  # lost (expired while Redis was away) or Redis down: the holder finds out on release
+                return
+
+    def release(self) -> None:
+        self._released.set()
+        if self._keeper is not None:
+            self._keeper.join()
+        self.lock.release()
+
+    def __enter__(self) -> KeptLock:
+        if not self.acquire():
+            raise redis.exceptions.LockError(f"could not take {self.lock.name!r} within {self.lock.blocking_timeout} s")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
 def _s(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
@@ -58,7 +96,7 @@ def _s(value: Any) -> str:
 class RedisState:
     """The Redis side of the pipeline, shared by producers, workers and the command line."""
 
-    def __init__(self, client: redis.Redis, prefix: str = "lightmem", lock_timeout_s: float = 300.0,
+    def __init__(self, client: redis.Redis, prefix: str = "lightmem", lock_timeout_s: float = 15.0,
                  inflight_ttl_s: float = 3600.0) -> None:
         self.r = client
         self.keys = Keys(prefix)
@@ -70,11 +108,12 @@ class RedisState:
     def k(self, user_id: str, name: str) -> str:
         return self.keys.user(user_id, name)
 
-    def lock(self, user_id: str) -> AbstractContextManager[Any]:
-        """The user's lock; it expires after ``lock_timeout_s`` so a dead worker never blocks the user."""
-        lock: AbstractContextManager[Any] = self.r.lock(self.k(user_id, "lock"), timeout=self.lock_timeout_s,
-                                                        blocking_timeout=2 * self.lock_timeout_s)
-        return lock
+    def lock(self, user_id: str) -> KeptLock:
+        """The user's lock. It expires ``lock_timeout_s`` after its holder stops renewing it (a killed
+        worker), so a dead worker blocks the user for seconds, while a live holder keeps it however long."""
+        return KeptLock(self.r.lock(self.k(user_id, "lock"), timeout=self.lock_timeout_s,
+                                    blocking_timeout=max(120.0, 4 * self.lock_timeout_s),
+                                    thread_local=False))  # the keeper thread renews with the holder's token
 
     # --- seen ids and the sensory buffer ----------------------------------------------------------
     def unseen(self, user_id: str, ids: list[str]) -> set[str]:

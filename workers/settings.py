@@ -131,7 +131,8 @@ class DistributedSettings(Settings):
     retry_backoff_max_s: int = Field(300, gt=0)
     result_expires_s: int = Field(600, gt=0)  # task results: counts and summaries only, kept 10 min
     reply_ttl_s: float = Field(120.0, gt=0)  # search and listing answers (memories) wait this long, read once
-    lock_timeout_s: float = Field(300.0, gt=0)
+    # A user's lock outlives a killed holder by this long; a live holder renews it every third of it.
+    lock_timeout_s: float = Field(15.0, gt=0)
     # A batch being extracted whose owner stopped renewing its lease (a dead worker) is taken over by the
     # next drain of its user; the idle check sends one. Owners renew every third of it while they work.
     batch_lease_s: float = Field(60.0, gt=0)

@@ -32,6 +32,7 @@ LLM = "LIGHTMEM_MEMORY__MEMORY_MANAGER__CONFIGS__"
 CHAOS_ENV = {
     "LIGHTMEM_VISIBILITY_TIMEOUT_S": "8",  # a killed worker's messages come back after 8 s
     "LIGHTMEM_BATCH_LEASE_S": "8",
+    "LIGHTMEM_LOCK_TIMEOUT_S": "4",  # a killed worker's user lock frees after 4 s
     "LIGHTMEM_MAX_RETRIES": "1",  # Celery retries a drain once: an outage runs past the budget quickly
     "LIGHTMEM_RETRY_BACKOFF_MAX_S": "2",
     f"{LLM}TIMEOUT_S": "3",

@@ -27,12 +27,23 @@ def _client(redis_cluster: LocalCluster) -> redis.Redis:
 def test_a_dead_workers_lock_expires(redis_cluster: LocalCluster) -> None:
     client = _client(redis_cluster)
     state = RedisState(client, prefix=f"lock{time.time_ns()}", lock_timeout_s=1.0)
-    dead = state.lock("u1")
-    assert dead.acquire(blocking=False)  # taken and never released, as by a killed worker
+    dead = state.lock("u1").lock  # the bare redis-py lock: taken, never renewed nor released (a killed worker)
+    assert dead.acquire(blocking=False)
     start = time.monotonic()
     with state.lock("u1"):
         waited = time.monotonic() - start
     assert 0.5 < waited < 5
+    client.close()
+
+
+def test_a_live_holder_keeps_its_lock_past_the_timeout(redis_cluster: LocalCluster) -> None:
+    client = _client(redis_cluster)
+    state = RedisState(client, prefix=f"lock{time.time_ns()}", lock_timeout_s=0.6)
+    with state.lock("u1"):
+        time.sleep(2.0)  # over three timeouts: the keeper renews it
+        assert not state.lock("u1").acquire(blocking=False)
+    with state.lock("u1"):  # released on exit: free at once
+        pass
     client.close()
 
 
