@@ -14,12 +14,14 @@ Redis refusing connections (a restart): each call retries for ``producer_retry_s
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import redis
+from kombu.common import maybe_declare
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_exponential
@@ -41,10 +43,13 @@ from workers.parts import state_for
 from workers.settings import DistributedSettings, get_settings
 
 
+log = logging.getLogger(__name__)
+
+
 class MemoryProducer:
     """Enqueue sessions and turns into Redis; ask for their state; flush; search through the workers."""
 
-    def __init__(self, settings: DistributedSettings | None = None) -> None:
+    def __init__(self, settings: DistributedSettings | None = None, warm_up: bool = True) -> None:
         from workers.app import make_app  # the app is configured from the same settings
 
         self.settings = settings or get_settings()
@@ -53,6 +58,21 @@ class MemoryProducer:
         # One immediate retry replaces a pooled connection that a Redis restart closed; waiting out an
         # outage is ``_redis``'s window alone (redis-py's default would add its own backoff to it).
         self.state.r.set_retry(Retry(NoBackoff(), 1))
+        if warm_up:
+            self.warm_up()
+
+    def warm_up(self) -> None:
+        """Open the Redis and broker connections and build Celery's producer now, best effort: the
+        first send otherwise pays them (about 100 ms, which was the whole enqueue p99 of a fleet of
+        short-lived producers). An unreachable Redis is reported by the first real call instead."""
+        try:
+            _ = self.app.backend  # imports and builds the result backend
+            with self.app.producer_or_acquire() as producer:  # the broker connection and the producer pool
+                for queue in self.app.amqp.queues.values():
+                    maybe_declare(queue, producer.channel, retry=False)
+            self.state.r.ping()
+        except Exception as exc:  # the first real call says what is wrong, with the right error class
+            log.debug("producer warm-up skipped: %s", exc)
 
     # --- enqueue ----------------------------------------------------------------------------------
     def enqueue_session(self, user_id: str, session: Any, session_id: str | None = None) -> str:
@@ -103,7 +123,9 @@ class MemoryProducer:
 
         self._redis(track)
         try:
-            send(self.app, payload, retry=True, retry_policy=self._send_retry_policy())
+            # No result wanted (states are tracked in Redis): Celery would otherwise subscribe to each
+            # task's result channel, one more round trip per call and a subscription left behind.
+            send(self.app, payload, retry=True, retry_policy=self._send_retry_policy(), ignore_result=True)
         except Exception as exc:  # kombu raises several classes; none of them may leave a stale tracking entry
             reason = f"not queued: {exc}"
             for item in items:
@@ -116,7 +138,7 @@ class MemoryProducer:
     def flush(self, user_id: str) -> None:
         """Extract whatever the user's buffers hold once the user's queued input is buffered."""
         self._redis(lambda: self.state.request_flush(user_id))
-        send(self.app, DrainPayload(user_id=user_id, force=True))
+        send(self.app, DrainPayload(user_id=user_id, force=True), ignore_result=True)
 
     def retry_failed(self, user_ids: Sequence[str] | None = None) -> list[str]:
         """Extract again the failed batches of ``user_ids`` (default: every user that has some); returns
@@ -124,7 +146,7 @@ class MemoryProducer:
         users = list(user_ids) if user_ids is not None else self._redis(
             lambda: [u for u in self.state.users() if self.state.failed(u)])
         for user_id in users:
-            send(self.app, RetryPayload(user_id=user_id))
+            send(self.app, RetryPayload(user_id=user_id), ignore_result=True)
         return users
 
     # --- observe ----------------------------------------------------------------------------------
