@@ -90,7 +90,7 @@ def make_app(settings: DistributedSettings) -> Celery:
         result_expires=settings.result_expires_s,
         result_extended=False,  # extended results would keep the arguments (user text) in Redis
         worker_send_task_events=True,
-        task_send_sent_event=True,
+        task_send_sent_event=settings.task_sent_events,
         task_track_started=True,
         worker_cancel_long_running_tasks_on_connection_loss=False,
         timezone="UTC",
