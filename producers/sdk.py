@@ -42,7 +42,6 @@ from workers.messages import (
 from workers.parts import state_for
 from workers.settings import DistributedSettings, get_settings
 
-
 log = logging.getLogger(__name__)
 
 
@@ -69,7 +68,7 @@ class MemoryProducer:
             _ = self.app.backend  # imports and builds the result backend
             with self.app.producer_or_acquire() as producer:  # the broker connection and the producer pool
                 for queue in self.app.amqp.queues.values():
-                    maybe_declare(queue, producer.channel, retry=False)
+                    maybe_declare(queue, producer.channel, retry=False)  # type: ignore[no-untyped-call]
             self.state.r.ping()
         except Exception as exc:  # the first real call says what is wrong, with the right error class
             log.debug("producer warm-up skipped: %s", exc)

@@ -8,9 +8,9 @@ the failure log, and the update fan-out's watermarks.
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Mapping
-import threading
 from typing import Any
 
 import redis
