@@ -107,29 +107,43 @@ def _split(conversations: list[Conversation], producers: int) -> list[list[tuple
     return [_interleaved(share) for share in shares if share]
 
 
+ROWS = (  # label, producers, threads (not processes), warm-up, workers' nice value
+    ("1 producer", 1, False, True, 10),
+    ("8 producer processes", 8, False, True, 10),
+    ("8 producer processes, workers not niced", 8, False, True, 0),
+    ("8 producer threads, one process", 8, True, True, 10),
+    ("8 producer processes, no warm-up, workers not niced (before)", 8, False, False, 0),
+)
+
+
 def enqueue_latency(conversations: list[Conversation], env: dict[str, str], workdir: Path) -> dict[str, dict[str, float]]:
     """p50/p99 of ``enqueue_session`` with 1 and 8 producer processes and 8 producer threads, workers running."""
     rows: dict[str, dict[str, float]] = {}
-    with _cluster(workdir, env) as (cluster, producer, _):
-        for label, n, threads, warm in (("1 producer", 1, False, True), ("8 producer processes", 8, False, True),
-                                        ("8 producer threads, one process", 8, True, True),
-                                        ("8 producer processes, no warm-up (before)", 8, False, False)):
-            prefix = f"u{len(rows)}-"
-            renamed = [Conversation(user_id=prefix + c.user_id, sessions=c.sessions) for c in conversations]
-            shares = _split(renamed, n)
-            results = _run_producers(cluster.env, shares, threads, warm)
-            latencies = [x for r in results for x in r["latencies"]]
-            pings = [x for r in results for x in r["pings"]]
-            ids = [x for r in results for x in r["ids"]]
-            for c in renamed:
-                producer.flush(c.user_id)
-            producer.wait_indexed(ids, timeout_s=1800, poll_s=0.2)  # the workers did the work meanwhile
-            firsts = [r["latencies"][0] for r in results]
-            rows[label] = {"calls": len(latencies), "p50_ms": percentile(latencies, 50) * 1000,
-                           "first_ms": percentile(firsts, 50) * 1000,
-                           "p99_ms": percentile(latencies, 99) * 1000, "max_ms": max(latencies) * 1000,
-                           "ping_p50_ms": percentile(pings, 50) * 1000, "ping_p99_ms": percentile(pings, 99) * 1000}
-    return rows
+    for nice in sorted({row[4] for row in ROWS}, reverse=True):
+        with _cluster(workdir / f"nice{nice}", {**env, "LIGHTMEM_WORKER_NICE": str(nice)}) as (cluster, producer, _):
+            for label, n, threads, warm, row_nice in ROWS:
+                if row_nice == nice:
+                    rows[label] = _latency_row(conversations, cluster, producer, n, threads, warm, f"u{len(rows)}-")
+    return {label: rows[label] for label, *_ in ROWS}
+
+
+def _latency_row(conversations: list[Conversation], cluster: Any, producer: Any, n: int, threads: bool, warm: bool,
+                 prefix: str) -> dict[str, float]:
+    """One row: the conversations under fresh user ids, shared among ``n`` producers; waits until indexed."""
+    renamed = [Conversation(user_id=prefix + c.user_id, sessions=c.sessions) for c in conversations]
+    shares = _split(renamed, n)
+    results = _run_producers(cluster.env, shares, threads, warm)
+    latencies = [x for r in results for x in r["latencies"]]
+    pings = [x for r in results for x in r["pings"]]
+    ids = [x for r in results for x in r["ids"]]
+    for c in renamed:
+        producer.flush(c.user_id)
+    producer.wait_indexed(ids, timeout_s=1800, poll_s=0.2)  # the workers did the work meanwhile
+    firsts = [r["latencies"][0] for r in results]
+    return {"calls": len(latencies), "p50_ms": percentile(latencies, 50) * 1000,
+            "first_ms": percentile(firsts, 50) * 1000,
+            "p99_ms": percentile(latencies, 99) * 1000, "max_ms": max(latencies) * 1000,
+            "ping_p50_ms": percentile(pings, 50) * 1000, "ping_p99_ms": percentile(pings, 99) * 1000}
 
 
 def _run_producers(env: dict[str, str], shares: list[list[tuple[str, Any]]], threads: bool,

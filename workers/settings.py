@@ -147,6 +147,9 @@ class DistributedSettings(Settings):
     update_score_threshold: float = Field(0.8, ge=0, le=1)
     llm_requests_per_minute: int = Field(0, ge=0)  # 0: unlimited
     llm_tokens_per_minute: int = Field(0, ge=0)
+    # Workers are background batch processes: on a host they share with the applications that enqueue,
+    # they yield the CPU to them (Unix nice value added at start; 0 keeps the inherited priority).
+    worker_nice: int = Field(10, ge=0, le=19)
     # Flower shows queued tasks as "sent"; each enqueue then publishes one event more (about 0.5 ms of CPU).
     task_sent_events: bool = True
     flower_port: int = Field(5555, ge=1, le=65535)
