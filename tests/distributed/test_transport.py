@@ -1,0 +1,58 @@
+"""``workers.transport`` against the real Redis server: a consumer that lives keeps what it holds past
+the visibility timeout, and what a dead one held goes back to its queue."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+import redis
+from kombu import Connection, Exchange, Queue
+
+from tests.distributed.conftest import Cluster
+from workers.launch import LocalCluster
+
+pytestmark = pytest.mark.integration
+VISIBILITY_S = 2
+
+
+def _connection(url: str) -> Connection:
+    return Connection(url, transport="workers.transport:Transport",
+                      transport_options={"visibility_timeout": VISIBILITY_S})
+
+
+def test_a_held_message_outlives_the_visibility_timeout_while_its_consumer_lives(redis_cluster: LocalCluster) -> None:
+    name = f"held.{time.time_ns()}"
+    queue = Queue(name, Exchange(name, type="direct"), routing_key=name)
+    client = redis.Redis.from_url(redis_cluster.redis_url)
+    with _connection(redis_cluster.redis_url) as producer_conn:
+        producer_conn.Producer().publish({"n": 1}, exchange=queue.exchange, routing_key=name, declare=[queue])
+    consumer = _connection(redis_cluster.redis_url)
+    channel = consumer.channel()
+    message = queue(channel).get(no_ack=False)
+    assert message is not None and client.llen(name) == 0
+    tag = message.delivery_tag
+    time.sleep(3 * VISIBILITY_S)  # well past the timeout: the keeper thread refreshed its delivery time
+    channel.qos.restore_visible(num=100, interval=1)  # what any worker's periodic scan does
+    assert client.llen(name) == 0 and client.hexists("unacked", tag), "a live consumer's message was restored"
+    # The consumer dies without acknowledging (no close, no restore): the keeper stops with the channel,
+    # the delivery time ages, and the next scan by anyone puts the message back.
+    channel.qos._closed.set()
+    time.sleep(VISIBILITY_S + 1)
+    with _connection(redis_cluster.redis_url) as other:
+        other.channel().qos.restore_visible(num=100, interval=1)
+    assert client.llen(name) == 1 and not client.hexists("unacked", tag)
+    with _connection(redis_cluster.redis_url) as again:
+        redelivered = queue(again.channel()).get(no_ack=True)
+        assert redelivered is not None and redelivered.payload == {"n": 1}
+    consumer.release()
+    client.delete(name)
+    client.close()
+
+
+def test_workers_run_at_a_lower_cpu_priority(cluster: Cluster) -> None:
+    base = os.getpriority(os.PRIO_PROCESS, 0)
+    for role in ("compress", "extract", "store", "update"):
+        pid = cluster.procs.procs[role].pid
+        assert os.getpriority(os.PRIO_PROCESS, pid) == min(19, base + cluster.settings.worker_nice)
