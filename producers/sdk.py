@@ -178,6 +178,10 @@ class MemoryProducer:
             "recent_dead_letters": st.dead_letters(5),
         }
 
+    def knows_user(self, user_id: str) -> bool:
+        """Whether anything was ever enqueued for ``user_id``."""
+        return bool(self._redis(lambda: self.state.r.sismember(self.state.keys.users, user_id)))
+
     def wait_indexed(self, tracking_ids: Sequence[str], timeout_s: float = 300.0, poll_s: float = 0.2) -> dict[str, str]:
         """Block until every tracked item is indexed or failed; returns id → state. Raises on timeout."""
         deadline = time.monotonic() + timeout_s

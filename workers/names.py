@@ -50,6 +50,12 @@ def role_of(task_name: str, embedded_store: bool) -> str:
     return "store" if embedded_store and task_name in STORE_TOUCHING else role
 
 
+def escape_user(user_id: str) -> str:
+    """A user id as it appears inside a key's ``{...}`` hash tag: any id works, ids that hold none of
+    ``%{}`` are unchanged (keys written before stay valid), and no two ids give the same text."""
+    return user_id.replace("%", "%25").replace("{", "%7B").replace("}", "%7D")
+
+
 class Keys:
     """The Redis key layout under one prefix ``P``.
 
@@ -85,7 +91,7 @@ class Keys:
         self.llm_window = f"{prefix}:llm:window"
 
     def user(self, user_id: str, name: str) -> str:
-        return f"{self.prefix}:u:{{{user_id}}}:{name}"
+        return f"{self.prefix}:u:{{{escape_user(user_id)}}}:{name}"
 
     def track(self, tracking_id: str) -> str:
         return f"{self.prefix}:track:{tracking_id}"

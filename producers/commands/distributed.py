@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,8 @@ def register(subparsers: Any) -> None:
     enqueue.add_argument("--limit", type=int, default=None, help="only the first N conversations")
     enqueue.add_argument("--no-flush", action="store_true", help="leave partial buffers for the idle flush")
     enqueue.add_argument("--wait", type=float, default=0.0, metavar="S", help="wait up to S seconds until indexed")
+    enqueue.add_argument("--ids-file", type=Path, default=None, metavar="PATH",
+                         help="write the tracking ids (tab-separated: id, user, session) here instead of printing them")
     enqueue.set_defaults(func=_enqueue)
     status = subparsers.add_parser("status", help="backlog per queue, buffered turns, failures (or one tracking id)")
     status.add_argument("tracking_id", nargs="?")
@@ -81,7 +84,14 @@ def _enqueue(args: argparse.Namespace) -> int:
     if not args.no_flush:
         for conversation in conversations:
             producer.flush(conversation.user_id)
-    print(f"queued {len(ids)} sessions of {len(conversations)} users")
+    lines = [f"{tracking_id}\t{user_id}\t{session.session_id}"
+             for tracking_id, (user_id, session, _) in zip(ids, sessions, strict=True)]
+    if args.ids_file is not None:
+        args.ids_file.write_text("".join(f"{line}\n" for line in lines), encoding="utf-8")
+        print(f"queued {len(ids)} sessions of {len(conversations)} users; tracking ids in {args.ids_file}")
+    else:
+        print(f"queued {len(ids)} sessions of {len(conversations)} users; tracking id, user, session:")
+        print("\n".join(lines))
     if args.wait:
         states = _wait_with_bar(producer, ids, args.wait)
         failed = sum(s == "failed" for s in states.values())
@@ -113,8 +123,15 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _search(args: argparse.Namespace) -> int:
-    for hit in _producer().search(args.user, args.query, limit=args.limit):
+    producer = _producer()
+    hits = producer.search(args.user, args.query, limit=args.limit)
+    if not hits and not producer.knows_user(args.user):
+        print(f"lightmem: error: unknown user {args.user!r}: nothing was ever enqueued for it", file=sys.stderr)
+        return 1
+    for hit in hits:
         print(f"{hit['score']:.3f}  {hit['time_stamp'][:10]} {hit['weekday']}: {hit['memory']}")
+    if not hits:
+        print(f"no memory of {args.user!r} matches", file=sys.stderr)
     return 0
 
 

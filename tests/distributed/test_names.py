@@ -88,3 +88,16 @@ def test_flower_on_loopback_needs_no_password() -> None:
     from workers.settings import DistributedSettings
 
     assert "flower" in process_argv("flower", DistributedSettings(flower_address="127.0.0.1"))
+
+
+def test_user_ids_with_key_syntax_get_keys_of_their_own() -> None:
+    from workers.names import Keys
+
+    keys = Keys("P")
+    assert keys.user("alice", "meta") == "P:u:{alice}:meta"  # plain ids keep the layout written before
+    odd = ["a:b", "a}:meta:{b", "a%7Db", "a}b", "{a}", "team:alice:stats", "a%b"]
+    made = {keys.user(user, "meta") for user in odd}
+    assert len(made) == len(odd)  # no two ids share a key
+    for key in made:  # one hash tag per key: a user's keys stay in one cluster slot
+        inner = key[len("P:u:{"):-len("}:meta")]
+        assert "{" not in inner and "}" not in inner

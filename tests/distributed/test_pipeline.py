@@ -46,9 +46,14 @@ def _key(entry: dict[str, Any]) -> tuple[str, str, int, tuple[str, ...], str]:
 @pytest.fixture(scope="module")
 def locomo_indexed(cluster: Cluster, data_dir: Path) -> list[Any]:
     """Three LoCoMo conversations enqueued through the command line, waited on until indexed."""
+    ids_file = cluster.workdir / "tracking-ids.tsv"
     done = _cli(cluster, "enqueue", str(data_dir / "locomo10.json"), "--format", "locomo", "--limit", str(LOCOMO_USERS),
-                "--wait", "360")
+                "--wait", "360", "--ids-file", str(ids_file))
     assert "failed 0" in done.stdout, done.stdout
+    rows = [line.split("\t") for line in ids_file.read_text(encoding="utf-8").splitlines()]
+    sessions = sum(len(c.sessions) for c in load_locomo(data_dir / "locomo10.json")[:LOCOMO_USERS])
+    assert len(rows) == sessions and all(len(row) == 3 for row in rows)
+    assert {cluster.producer.status(row[0])["state"] for row in rows} == {"indexed"}
     return load_locomo(data_dir / "locomo10.json")[:LOCOMO_USERS]
 
 
@@ -129,6 +134,10 @@ def test_command_line_status_search_and_stats(cluster: Cluster, locomo_indexed: 
     user = locomo_indexed[0].user_id
     found = _cli(cluster, "search", user, "LGBTQ support group", "--limit", "3").stdout.splitlines()
     assert len(found) == 3 and any("support group" in line for line in found)
+    env = {**os.environ, **cluster.env}
+    unknown = subprocess.run([sys.executable, "-m", "producers.cli", "search", "nobody-ever", "anything"], env=env,
+                             capture_output=True, text=True, timeout=120, cwd=Path(__file__).resolve().parents[2])
+    assert unknown.returncode == 1 and "unknown user 'nobody-ever'" in unknown.stderr
     status = _cli(cluster, "status").stdout
     assert '"backlog"' in status and '"failures"' in status
     stats = _cli(cluster, "stats").stdout
@@ -155,3 +164,12 @@ def test_no_user_text_in_worker_logs_or_task_results(cluster: Cluster) -> None:
     for key in r.scan_iter(match="celery-task-meta-*", count=1000):
         assert b"quokka" not in (r.get(key) or b""), f"user text in the task result {key!r}"
     assert not list(r.scan_iter(match=f"{cluster.settings.key_prefix}:reply:*"))  # answers were read once
+
+
+@pytest.mark.parametrize("user", ["team:alice", "team:alice}:meta:{x"], ids=["colon", "braces"])
+def test_user_ids_with_colons_and_braces_work_end_to_end(cluster: Cluster, user: str) -> None:
+    tracking_id = cluster.producer.enqueue_session(user, _sessions(user)[0])
+    cluster.producer.flush(user)
+    assert cluster.producer.wait_indexed([tracking_id], timeout_s=60) == {tracking_id: "indexed"}
+    assert [e["user_id"] for e in cluster.producer.entries(user)] == [user, user]
+    assert cluster.producer.search(user, "tomato seedlings", limit=2)
