@@ -24,7 +24,8 @@ def register(subparsers: Any) -> None:
                          help="write the tracking ids (tab-separated: id, user, session) here instead of printing them")
     enqueue.set_defaults(func=_enqueue)
     status = subparsers.add_parser("status", help="backlog per queue, buffered turns, failures (or one tracking id)")
-    status.add_argument("tracking_id", nargs="?")
+    status.add_argument("tracking_id", nargs="?", help="one tracked item (the ids `enqueue` prints)")
+    status.add_argument("--json", action="store_true", help="machine output, with the raw failure records")
     status.set_defaults(func=_status)
     search = subparsers.add_parser("search", help="retrieve a user's memories (through the store worker)")
     search.add_argument("user")
@@ -118,7 +119,15 @@ def _wait_with_bar(producer: Any, ids: list[str], timeout_s: float) -> dict[str,
 
 
 def _status(args: argparse.Namespace) -> int:
-    print(json.dumps(_producer().status(args.tracking_id), indent=2, default=str))
+    from producers.commands.status_view import render_item, render_overview
+
+    status = _producer().status(args.tracking_id)
+    if args.json:
+        print(json.dumps(status, indent=2, default=str))
+    elif args.tracking_id is not None:
+        print(render_item(args.tracking_id, status))
+    else:
+        print(render_overview(status))
     return 0
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -138,8 +139,14 @@ def test_command_line_status_search_and_stats(cluster: Cluster, locomo_indexed: 
     unknown = subprocess.run([sys.executable, "-m", "producers.cli", "search", "nobody-ever", "anything"], env=env,
                              capture_output=True, text=True, timeout=120, cwd=Path(__file__).resolve().parents[2])
     assert unknown.returncode == 1 and "unknown user 'nobody-ever'" in unknown.stderr
-    status = _cli(cluster, "status").stdout
-    assert '"backlog"' in status and '"failures"' in status
+    status = json.loads(_cli(cluster, "status", "--json").stdout)
+    assert "backlog" in status and "failures" in status
+    table = _cli(cluster, "status").stdout
+    assert "Queues (messages waiting):" in table and cluster.settings.queue("extract") in table
+    assert "Batches in flight:" in table and "Dead letters:" in table
+    ids = [line.split("\t")[0] for line in (cluster.workdir / "tracking-ids.tsv").read_text().splitlines()]
+    item = _cli(cluster, "status", ids[0]).stdout
+    assert "state" in item and "indexed" in item and " UTC" in item  # times as dates
     stats = _cli(cluster, "stats").stdout
     assert "compression ratio" in stats and "LLM calls per 1,000 turns" in stats
 
