@@ -12,6 +12,8 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from pydantic import ValidationError
+
 from lightmem_core.errors import LightMemError
 
 # Modules that add subcommands; each exposes register(subparsers) and sets a `func` default.
@@ -21,6 +23,7 @@ COMMAND_MODULES: tuple[str, ...] = ("producers.commands.local", "producers.eval.
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lightmem", description="LightMem distributed memory pipeline")
     parser.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG (user text appears in logs)")
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     subparsers = parser.add_subparsers(dest="command", required=True)
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(subparsers)
@@ -34,8 +37,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except (LightMemError, ValueError, FileNotFoundError) as exc:
-        print(f"lightmem: error: {exc}", file=sys.stderr)
+        if args.debug:
+            raise
+        print(f"lightmem: error: {one_line(exc)}", file=sys.stderr)
         return 2
+
+
+def one_line(exc: BaseException) -> str:
+    """An error as one line; a settings validation error names each key (dotted, and as its variable)
+    and what is wrong with it, never the value given (it may be a secret)."""
+    if isinstance(exc, ValidationError):
+        problems = []
+        for err in exc.errors()[:3]:
+            path = [str(p) for p in err["loc"]]
+            variable = "LIGHTMEM_" + "__".join(path).upper()
+            problems.append(f"{'.'.join(path) or exc.title} ({variable}): {err['msg']}")
+        more = f" (and {exc.error_count() - 3} more)" if exc.error_count() > 3 else ""
+        return f"invalid configuration: {'; '.join(problems)}{more}"
+    return " ".join(str(exc).split())
 
 
 if __name__ == "__main__":

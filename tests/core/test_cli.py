@@ -32,3 +32,16 @@ def test_bad_configuration_is_a_clear_error_not_a_traceback(capsys, monkeypatch:
     monkeypatch.setenv("LIGHTMEM_MEMORY__RETRIEVE_STRATEGY", "telepathy")
     assert main(["config"]) == 2
     assert "retrieve_strategy" in capsys.readouterr().err
+
+
+def test_a_configuration_error_is_one_line_naming_the_variable(capsys, monkeypatch: pytest.MonkeyPatch,
+                                                                fresh_settings: None) -> None:
+    monkeypatch.setenv("LIGHTMEM_MAX_RETRIES", "not-a-number-secret")
+    assert main(["status"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+    assert "LIGHTMEM_MAX_RETRIES" in err and "valid integer" in err
+    assert "not-a-number-secret" not in err  # the value given may be a secret
+    get_settings.cache_clear()
+    with pytest.raises(ValueError):  # --debug shows the whole error
+        main(["--debug", "status"])
