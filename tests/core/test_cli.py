@@ -45,3 +45,37 @@ def test_a_configuration_error_is_one_line_naming_the_variable(capsys, monkeypat
     get_settings.cache_clear()
     with pytest.raises(ValueError):  # --debug shows the whole error
         main(["--debug", "status"])
+
+
+def test_lightmem_redis_serves_until_stopped(tmp_path) -> None:
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import redis
+
+    from workers.launch import free_port
+
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "producers.cli", "redis", "--port", str(port), "--dir",
+                             str(tmp_path / "r")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        assert f"LIGHTMEM_REDIS_URL=redis://127.0.0.1:{port}/0" in proc.stdout.readline() + proc.stdout.readline()
+        client = redis.Redis(port=port, socket_connect_timeout=0.5)
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                assert client.set("k", "v") and client.get("k") == b"v"
+                break
+            except redis.ConnectionError:
+                assert time.monotonic() < deadline, "lightmem redis did not start"
+                time.sleep(0.1)
+        client.close()
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(15)
+        if proc.stdout is not None:
+            proc.stdout.close()
+    assert (tmp_path / "r").is_dir()
