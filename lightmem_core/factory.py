@@ -105,6 +105,13 @@ def build_llm_client(config: BaseMemoryConfigs, recorder: CallRecorder | None = 
     return RetryingClient(client, max_retries=opts.max_retries, max_concurrency=opts.max_concurrency, limiter=limiter)
 
 
+def check_llm(config: BaseMemoryConfigs) -> None:
+    """``ConfigError`` when the configured LLM is unreachable or refuses the key; nothing in verbatim mode."""
+    name, opts = config.memory_manager.model_name, config.memory_manager.configs
+    if name != "verbatim":
+        LLM_BACKENDS[name](name, opts).check()
+
+
 def build_extractor(config: BaseMemoryConfigs, client: LLMClient | None = None) -> Extractor:
     """Verbatim or LLM extraction; ``client`` defaults to a new stack without accounting."""
     if config.memory_manager.model_name == "verbatim":

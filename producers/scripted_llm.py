@@ -292,6 +292,16 @@ class ScriptedLLMServer:
             def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - quiet test output
                 pass
 
+            def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+                found = self.path.endswith("/models")
+                data = json.dumps({"object": "list", "data": [{"id": "scripted", "object": "model"}]} if found
+                                  else {"error": {"message": "not found"}}).encode("utf-8")
+                self.send_response(200 if found else 404)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
             def do_POST(self) -> None:  # noqa: N802 - http.server's naming
                 try:
                     body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}")

@@ -102,6 +102,23 @@ class OpenAICompatClient:
                         usage_reported=False)
 
 
+    def check(self) -> None:
+        """Fail now, with ``ConfigError`` naming the cause, when the endpoint is unreachable or refuses the
+        key (``GET /models``, no tokens spent). Any other answer means it is there."""
+        import openai
+
+        where = f"{self.backend} at {self._client.base_url}"
+        try:
+            self._client.models.list()
+        except (openai.AuthenticationError, openai.PermissionDeniedError) as exc:
+            raise ConfigError(f"{where} refused the API key (HTTP {exc.status_code}): "
+                              "check memory_manager.configs.api_key") from exc
+        except openai.APIConnectionError as exc:  # timeouts included
+            raise ConfigError(f"{where} is unreachable ({type(exc).__name__}): check memory_manager.configs.base_url "
+                              "and that the server runs") from exc
+        except openai.APIStatusError:
+            pass  # it answered: some servers have no /models
+
     def _redact(self, text: str) -> str:
         # Error messages end up in logs and failure records; some servers echo the key back.
         key = self.config.api_key

@@ -19,13 +19,14 @@ from contextlib import contextmanager
 from typing import Any, TypeVar, cast
 
 from celery import Task
-from celery.signals import task_rejected, task_unknown, worker_ready
+from celery.signals import celeryd_after_setup, task_rejected, task_unknown, worker_ready
 
 from lightmem_core.errors import ExtractionParseError, TransientError
 from workers import metrics
 from workers.app import app, get_parts
 from workers.messages import Payload, PayloadError, send
 from workers.parts import WorkerParts
+from workers.preflight import run_preflight
 from workers.settings import get_settings
 
 log = logging.getLogger(__name__)
@@ -121,3 +122,4 @@ def _serve_metrics(**_: Any) -> None:
 
 
 worker_ready.connect(_serve_metrics)
+celeryd_after_setup.connect(run_preflight)  # before "ready": a broken configuration stops the worker

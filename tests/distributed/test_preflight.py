@@ -1,0 +1,38 @@
+"""Workers check their configuration before they say "ready"."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from tests.distributed.conftest import Cluster
+from workers.launch import LocalCluster, free_port, process_argv
+from workers.preflight import EXIT_PREFLIGHT
+from workers.settings import DistributedSettings
+
+pytestmark = pytest.mark.integration
+
+
+def test_a_worker_with_an_unreachable_llm_exits_with_the_reason_and_never_says_ready(
+        redis_cluster: LocalCluster) -> None:
+    name = f"broken-extract-{time.time_ns()}"
+    env = {"LIGHTMEM_MEMORY__MEMORY_MANAGER__CONFIGS__BASE_URL": f"http://127.0.0.1:{free_port()}/v1",
+           "LIGHTMEM_QUEUE_EXTRACT": f"{name}.queue", "LIGHTMEM_MEMORY__MEMORY_MANAGER__CONFIGS__TIMEOUT_S": "2"}
+    settings = DistributedSettings(queue_extract=f"{name}.queue")
+    proc = redis_cluster.start(name, process_argv("extract", settings, name=name), env=env)
+    try:
+        code = proc.wait(120)
+    finally:
+        redis_cluster.stop_process(name)
+    log = redis_cluster.log(name)
+    assert code == EXIT_PREFLIGHT, log[-2000:]
+    assert "cannot start" in log and "unreachable" in log and "base_url" in log
+    assert " ready." not in log
+
+
+def test_healthy_workers_say_what_they_checked(cluster: Cluster) -> None:
+    logs = {role: cluster.procs.log(role) for role in ("compress", "extract", "store")}
+    assert "checked: redis, compression models" in logs["compress"]
+    assert "checked: redis, LLM" in logs["extract"]
+    assert "store and embedder" in logs["store"]

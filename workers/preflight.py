@@ -1,0 +1,50 @@
+"""A worker checks what its role needs before it says "ready": Redis answers, its models load, the LLM
+is reachable and takes the key, the store opens. On failure it logs the reason and exits non-zero, so
+a supervisor (or an operator) sees a broken configuration at once, not at the first task."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from lightmem_core import factory
+from workers.parts import WorkerParts
+from workers.settings import QUEUES
+
+log = logging.getLogger(__name__)
+EXIT_PREFLIGHT = 3  # the worker's exit status when a check fails
+
+
+def roles_of(queues: list[str], parts: WorkerParts) -> set[str]:
+    """The roles whose queues a worker consumes."""
+    return {role for role in QUEUES if parts.settings.queue(role) in queues}
+
+
+def preflight(parts: WorkerParts, roles: set[str]) -> list[str]:
+    """Check what ``roles`` need; returns what was checked. Raises on the first problem."""
+    checked = ["redis"]
+    parts.state.r.ping()
+    if "compress" in roles:
+        _ = parts.compressor, parts.segmenter  # load the models now: "ready" means ready
+        checked.append("compression models")
+    if roles & {"extract", "store", "update"} and parts.config.memory_manager.model_name != "verbatim":
+        factory.check_llm(parts.config)
+        checked.append("LLM")
+    if "store" in roles or (not parts.settings.embedded_store and roles & {"extract", "update"}):
+        _ = parts.components  # opens the store, loads the embedder
+        checked.append("store and embedder")
+    return checked
+
+
+def run_preflight(sender: Any = None, instance: Any = None, **_: Any) -> None:
+    """``celeryd_after_setup``: the queues from ``-Q`` are known, the consumer has not started."""
+    from workers.app import get_parts
+
+    queues = list(instance.app.amqp.queues.consume_from) if instance is not None else []
+    try:
+        parts = get_parts()
+        checked = preflight(parts, roles_of(queues, parts))
+    except Exception as exc:
+        log.critical("worker %s cannot start: %s: %s", sender, type(exc).__name__, exc)
+        raise SystemExit(EXIT_PREFLIGHT) from exc  # not an Exception: Celery's signal dispatch lets it through
+    log.info("worker %s checked: %s", sender, ", ".join(checked))
