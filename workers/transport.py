@@ -109,6 +109,19 @@ class Channel(kombu_redis.Channel):
         super().__init__(*args, **kwargs)  # type: ignore[no-untyped-call]
         self._put_back_orphans()
 
+    def _create_client(self, asynchronous: bool = False) -> Any:
+        """kombu builds a new ``redis.Redis`` (and its table of 170 response callbacks) for every publish
+        and ack: about 0.3 ms of CPU each, a fifth of an enqueue. One client per pool does the same work
+        (redis-py clients on a pool are thread-safe)."""
+        if asynchronous:
+            return super()._create_client(asynchronous=True)  # type: ignore[no-untyped-call]
+        pool = self.pool
+        cached: tuple[Any, Any] | None = self.__dict__.get("_sync_client")
+        if cached is None or cached[0] is not pool:  # a reconnect replaces the pool
+            cached = (pool, super()._create_client())  # type: ignore[no-untyped-call]
+            self.__dict__["_sync_client"] = cached
+        return cached[1]
+
     def _put_back_orphans(self) -> None:
         """Messages a dead channel of this process held go back to their queues (they were never acked)."""
         with _orphaned_lock:
