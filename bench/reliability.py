@@ -110,6 +110,7 @@ def _split(conversations: list[Conversation], producers: int) -> list[list[tuple
 ROWS = (  # label, producers, threads (not processes), warm-up, workers' nice value
     ("1 producer", 1, False, True, 10),
     ("8 producer processes", 8, False, True, 10),
+    ("8 producer processes, LIGHTMEM_TASK_SENT_EVENTS=false", 8, False, True, 10),
     ("8 producer processes, workers not niced", 8, False, True, 0),
     ("8 producer threads, one process", 8, True, True, 10),
     ("8 producer processes, no warm-up, workers not niced (before)", 8, False, False, 0),
@@ -123,16 +124,20 @@ def enqueue_latency(conversations: list[Conversation], env: dict[str, str], work
         with _cluster(workdir / f"nice{nice}", {**env, "LIGHTMEM_WORKER_NICE": str(nice)}) as (cluster, producer, _):
             for label, n, threads, warm, row_nice in ROWS:
                 if row_nice == nice:
-                    rows[label] = _latency_row(conversations, cluster, producer, n, threads, warm, f"u{len(rows)}-")
+                    rows[label] = _latency_row(conversations, cluster, producer, label, n, threads, warm,
+                                               f"u{len(rows)}-")
     return {label: rows[label] for label, *_ in ROWS}
 
 
-def _latency_row(conversations: list[Conversation], cluster: Any, producer: Any, n: int, threads: bool, warm: bool,
-                 prefix: str) -> dict[str, float]:
+def _latency_row(conversations: list[Conversation], cluster: Any, producer: Any, label: str, n: int, threads: bool,
+                 warm: bool, prefix: str) -> dict[str, float]:
     """One row: the conversations under fresh user ids, shared among ``n`` producers; waits until indexed."""
     renamed = [Conversation(user_id=prefix + c.user_id, sessions=c.sessions) for c in conversations]
     shares = _split(renamed, n)
-    results = _run_producers(cluster.env, shares, threads, warm)
+    env = dict(cluster.env)
+    if "SENT_EVENTS=false" in label:
+        env["LIGHTMEM_TASK_SENT_EVENTS"] = "false"
+    results = _run_producers(env, shares, threads, warm)
     latencies = [x for r in results for x in r["latencies"]]
     pings = [x for r in results for x in r["pings"]]
     ids = [x for r in results for x in r["ids"]]
