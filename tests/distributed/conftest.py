@@ -119,11 +119,13 @@ def _wait_port(port: int, timeout_s: float = 30) -> None:
 
 
 @contextmanager
-def running_cluster(procs: LocalCluster, tag: str = "", env: dict[str, str] | None = None) -> Iterator[Cluster]:
+def running_cluster(procs: LocalCluster, tag: str = "", env: dict[str, str] | None = None,
+                    beat: bool = False) -> Iterator[Cluster]:
     """One worker process per queue on the shared Redis and LLM server, stopped on exit.
 
     ``tag`` keeps clusters of other configurations apart on the same Redis: it prefixes their worker
-    names, queues, keys and folders. ``env`` overrides settings (``LIGHTMEM_MEMORY__...``).
+    names, queues, keys and folders. ``env`` overrides settings (``LIGHTMEM_MEMORY__...``). ``beat``
+    also starts the scheduler, as a deployment does (its idle check takes over orphaned batches).
     """
     from producers.sdk import MemoryProducer
     from workers.settings import DistributedSettings
@@ -146,6 +148,9 @@ def running_cluster(procs: LocalCluster, tag: str = "", env: dict[str, str] | No
                        {**own, "LIGHTMEM_METRICS_PORT": str(metrics_ports[role])}) for role in ROLES}
     for role, (argv, role_env) in commands.items():
         procs.start(names[role], argv, env=role_env)
+    if beat:
+        procs.start(f"{tag}-beat", process_argv("beat", settings, extra=["--schedule", str(workdir / "beat-schedule")]),
+                    env=own)
     producer = MemoryProducer(settings)
     try:
         wait_for_workers(producer.app, list(names.values()), timeout_s=120)
@@ -156,7 +161,7 @@ def running_cluster(procs: LocalCluster, tag: str = "", env: dict[str, str] | No
         raise
     finally:
         producer.close()
-        for name in names.values():
+        for name in [*names.values(), f"{tag}-beat"]:
             procs.stop_process(name)
         os.environ.clear()
         os.environ.update(saved)

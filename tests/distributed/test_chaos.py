@@ -1,7 +1,8 @@
 """Faults on purpose: every run ends with nothing lost, nothing duplicated, nothing stuck, and the worker
 processes alive. Entries are compared with a clean run of the same sessions by what they say (text,
-provenance, topic, time). The module has its own Redis (a test kills it), LLM server and four workers,
-with short timeouts so that a killed worker's messages come back within seconds.
+provenance, topic, time). The module has its own Redis (a test kills it), LLM server, four workers and
+beat (as a deployment runs it), with short timeouts so that a killed worker's messages come back within
+seconds.
 
 Short versions run in ``make test``; ``make chaos`` runs the long ones (``LIGHTMEM_CHAOS_ROUNDS=3``
 kills per worker kind, ``LIGHTMEM_CHAOS_SESSIONS=19``, a whole LoCoMo conversation)."""
@@ -33,6 +34,7 @@ CHAOS_ENV = {
     "LIGHTMEM_VISIBILITY_TIMEOUT_S": "8",  # a killed worker's messages come back after 8 s
     "LIGHTMEM_BATCH_LEASE_S": "8",
     "LIGHTMEM_LOCK_TIMEOUT_S": "4",  # a killed worker's user lock frees after 4 s
+    "LIGHTMEM_IDLE_CHECK_S": "3",  # beat's idle check: a batch whose owner died is taken over
     "LIGHTMEM_MAX_RETRIES": "1",  # Celery retries a drain once: an outage runs past the budget quickly
     "LIGHTMEM_RETRY_BACKOFF_MAX_S": "2",
     f"{LLM}TIMEOUT_S": "3",
@@ -44,7 +46,7 @@ CHAOS_ENV = {
 @pytest.fixture(scope="module")
 def chaos(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     with redis_and_llm(tmp_path_factory.mktemp("lightmem-chaos")) as procs, \
-            running_cluster(procs, "chaos", env=CHAOS_ENV) as cluster:
+            running_cluster(procs, "chaos", env=CHAOS_ENV, beat=True) as cluster:
         yield cluster
 
 
