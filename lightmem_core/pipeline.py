@@ -142,7 +142,9 @@ def take_batch(state: PipelineState, user_id: str, owner: str, threshold_tokens:
     """
     now = time.time()
     flying = state.in_flight(user_id)
-    for batch in flying:
+    # Its own batch first: a re-run that claimed an orphan instead would leave its own batch owned by a
+    # task that then ends, waiting for the idle check.
+    for batch in sorted(flying, key=lambda b: b.owner != owner):
         if batch.owner == owner or now - batch.taken_at > lease_s:
             return state.claim(batch, owner)
     if one_at_a_time and flying:
