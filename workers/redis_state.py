@@ -381,6 +381,7 @@ class RedisState:
         pipe.lpush(self.keys.dead_letters, json.dumps(record, default=str))
         pipe.hincrby(self.keys.stats, "dead_letters", 1)
         pipe.execute()
+        metrics.DEAD_LETTERS.inc()
 
     def dead_letters(self, limit: int = 20) -> list[dict[str, Any]]:
         return [json.loads(x) for x in self.r.lrange(self.keys.dead_letters, 0, limit - 1)]

@@ -21,7 +21,6 @@ worker loses a message.
 from __future__ import annotations
 
 import binascii
-import json
 import logging
 import threading
 import time
@@ -30,18 +29,17 @@ from typing import Any
 import redis
 from kombu.transport import redis as kombu_redis
 
-from workers import metrics
-from workers.names import Keys
+from workers.redis_state import RedisState
 
 log = logging.getLogger(__name__)
 MAX_RAW_CHARS = 100_000  # what a dead letter keeps of an item (an oversized one is cut)
 UNREADABLE = (ValueError, TypeError, KeyError, AttributeError, UnicodeDecodeError, binascii.Error)
 
 
-def _keys() -> Keys:
+def _key_prefix() -> str:
     from workers.settings import get_settings  # read at the edge, when a dead letter happens
 
-    return Keys(get_settings().key_prefix)
+    return get_settings().key_prefix
 
 
 def _max_item_bytes() -> int:
@@ -165,15 +163,9 @@ class Channel(kombu_redis.Channel):
         raw = item.decode("utf-8", "replace") if isinstance(item, bytes) else str(item)
         where = queue.decode("utf-8", "replace") if isinstance(queue, bytes) else str(queue)
         what = "oversized queue item" if isinstance(exc, OversizedItem) else "unreadable queue item"
-        record = {"at": time.time(), "reason": f"{what}: {type(exc).__name__}: {exc}",
-                  "raw": raw[:MAX_RAW_CHARS], "headers": {"queue": where, "raw_chars": len(raw)}}
         try:
-            keys = _keys()
-            pipe = self.client.pipeline()
-            pipe.lpush(keys.dead_letters, json.dumps(record))
-            pipe.hincrby(keys.stats, "dead_letters", 1)
-            pipe.execute()
-            metrics.DEAD_LETTERS.inc()
+            RedisState(self.client, _key_prefix()).dead_letter(
+                raw[:MAX_RAW_CHARS], f"{what}: {type(exc).__name__}: {exc}", {"queue": where, "raw_chars": len(raw)})
         except Exception:  # the worker must go on even if the record cannot be kept
             log.exception("could not keep an unreadable item of %s as a dead letter", where)
         log.error("an unreadable item of %s was moved to the dead-letter list (%s)", where, type(exc).__name__)

@@ -55,7 +55,6 @@ class StageTask(Task):  # type: ignore[misc]  # Celery's Task is untyped
             if (poison := self.poison_reason(exc, args, kwargs)) is not None:
                 parts.state.dead_letter(json.dumps({"args": list(args), "kwargs": kwargs}, default=str), poison,
                                         {"task": str(self.name), "id": task_id})
-                metrics.DEAD_LETTERS.inc()
             self.release(parts, raw, task_id, exc)
         except Exception:  # Redis itself may be what failed; the task's messages stay in the log
             log.exception("could not record the failure of task %s (%s)", self.name, task_id)
@@ -108,7 +107,6 @@ def _dead_letter(message: Any = None, exc: BaseException | None = None, name: st
     raw = body.decode("utf-8", "replace") if isinstance(body, bytes) else str(body)
     try:
         get_parts().state.dead_letter(raw, reason, dict(getattr(message, "headers", None) or {}))
-        metrics.DEAD_LETTERS.inc()
     except Exception:  # Redis itself may be what failed; Celery has rejected the message either way
         log.exception("could not keep a dead letter (%s)", reason)
 
