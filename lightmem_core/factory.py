@@ -34,6 +34,7 @@ from lightmem_core.sensory.builders import (
 from lightmem_core.sensory.compressors.base import Compressor
 from lightmem_core.sensory.segmenters.base import Segmenter
 from lightmem_core.stores.base import MemoryStore
+from lightmem_core.stores.edge import EdgeStore
 from lightmem_core.stores.qdrant import QdrantStore
 from lightmem_core.update.decision import UpdateDecider
 from lightmem_core.update.llm import LLMUpdateDecider
@@ -72,12 +73,12 @@ def build_store(config: BaseMemoryConfigs, dims: int) -> MemoryStore:
     declared = opts.embedding_model_dims if opts else None
     if declared is not None and declared != dims:
         raise ConfigError(f"embedding_retriever.configs.embedding_model_dims={declared} but the embedder gives {dims}")
-    path = (opts.path if opts else None) or (None if opts and opts.url else os.path.join(os.path.dirname(config.history_db_path) or ".", "qdrant"))
-    return QdrantStore(
-        collection=opts.collection_name if opts else "lightmem", dims=dims, path=path, url=opts.url if opts else None,
-        api_key=opts.api_key if opts else None, on_disk=opts.on_disk if opts else False,
-        timeout_s=opts.timeout_s if opts else 10.0,
-    )
+    collection = opts.collection_name if opts else "lightmem"
+    if opts is not None and opts.url:
+        return QdrantStore(collection=collection, dims=dims, url=opts.url, api_key=opts.api_key, on_disk=opts.on_disk,
+                           timeout_s=opts.timeout_s)
+    path = (opts.path if opts else None) or os.path.join(os.path.dirname(config.history_db_path) or ".", "qdrant")
+    return EdgeStore(collection=collection, dims=dims, path=path, on_disk=opts.on_disk if opts else False)
 
 
 # Every backend name speaks the OpenAI API; the name picks base URL, default model and key variable.

@@ -1,6 +1,7 @@
-"""Stores: the Protocol and the Qdrant backend (embedded folder, in-memory, or server)."""
+"""Stores: the Protocol; Qdrant Edge (the embedded folder) and the Qdrant server (through qdrant-client)."""
 
 from lightmem_core.stores.base import MemoryStore
+from lightmem_core.stores.edge import EdgeStore
 from lightmem_core.stores.qdrant import QdrantStore
 
-__all__ = ["MemoryStore", "QdrantStore"]
+__all__ = ["EdgeStore", "MemoryStore", "QdrantStore"]

@@ -18,6 +18,11 @@ _TIME_FIELDS = {"time_stamp": "ts", "created_at": "created_ts", "updated_at": "u
 _RANGE_OPS = ("gt", "gte", "lt", "lte")
 
 
+def prefetch_limit(limit: int) -> int:
+    """Candidates each side of a hybrid query contributes to the fusion."""
+    return max(limit * 2, 20)
+
+
 def user_condition(user_id: str) -> models.FieldCondition:
     return models.FieldCondition(key="user_id", match=models.MatchValue(value=user_id))
 
@@ -60,31 +65,3 @@ def _number(field: str, value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise InvalidInput(f"filters.{field}: range bounds must be numbers, got {value!r}")
     return float(value)
-
-
-def matches(payload: dict[str, Any], filters: dict[str, Any] | None) -> bool:
-    """Evaluate the same filter language on one payload, with Qdrant's semantics (lists match any element)."""
-    for field, spec in (filters or {}).items():
-        if isinstance(spec, dict) and "in" in spec:
-            if not _values(payload, field) & set(spec["in"]):
-                return False
-        elif isinstance(spec, dict) or field in _TIME_FIELDS:
-            value = payload.get(_TIME_FIELDS.get(field, field))
-            bounds = spec if isinstance(spec, dict) else {"gte": spec, "lte": spec}
-            if not isinstance(value, int | float) or not _in_range(float(value), field, bounds):
-                return False
-        elif spec not in _values(payload, field):
-            return False
-    return True
-
-
-def _values(payload: dict[str, Any], field: str) -> set[Any]:
-    value = payload.get(field)
-    if isinstance(value, list):
-        return {v for v in value if isinstance(v, str | int | bool)}
-    return {value} if isinstance(value, str | int | bool) else set()
-
-
-def _in_range(value: float, field: str, bounds: dict[str, Any]) -> bool:
-    checks = {"gt": value.__gt__, "gte": value.__ge__, "lt": value.__lt__, "lte": value.__le__}
-    return all(checks[op](_number(field, bound)) for op, bound in bounds.items())

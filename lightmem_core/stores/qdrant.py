@@ -1,9 +1,14 @@
-"""Qdrant store: embedded folder (``path``), in-memory (``:memory:``) or server (``url``).
+"""The Qdrant server store (``url``), through qdrant-client.
 
 One collection per memory space with a named dense vector (``dense``, cosine) sized from the embedder
-and a sparse BM25 vector (``bm25``) with Qdrant's IDF modifier. Points are keyed by the entries'
-deterministic ids, so every upsert is idempotent. Opening an existing folder never wipes it.
-An embedded folder can be opened by one process only (Qdrant's local mode takes a lock).
+and a sparse BM25 vector (``bm25``) with Qdrant's IDF modifier, and payload indexes on the user and the
+times. Points are keyed by the entries' deterministic ids, so every upsert is idempotent. Any number of
+processes on any number of hosts use one server.
+
+qdrant-client's local mode (``path`` or ``:memory:``) speaks the same API without a server. It is no
+longer the embedded engine (that is Qdrant Edge, ``lightmem_core/stores/edge.py``): it filters point by
+point in Python. It remains the stand-in for a server in the store contract tests, and the format of
+folders written by earlier versions, which ``lightmem_core/stores/migrate.py`` copies into Edge.
 """
 
 from __future__ import annotations
@@ -18,19 +23,12 @@ from lightmem_core.embedders.bm25 import SparseVec
 from lightmem_core.errors import StoreError
 from lightmem_core.models import MemoryEntry
 from lightmem_core.stores.base import SearchStrategy
-from lightmem_core.stores.filters import build_filter, user_condition
-from lightmem_core.stores.local_index import LocalIndex
+from lightmem_core.stores.filters import build_filter, prefetch_limit, user_condition
+from lightmem_core.stores.layout import DENSE, SPARSE
 
 log = logging.getLogger(__name__)
-DENSE = "dense"
-SPARSE = "bm25"
 _UPSERT_BATCH = 256
 _SCROLL_PAGE = 512
-
-
-def _prefetch_limit(limit: int) -> int:
-    """Candidates each side of a hybrid query contributes to the fusion."""
-    return max(limit * 2, 20)
 
 
 class QdrantStore:
@@ -45,7 +43,6 @@ class QdrantStore:
         api_key: str | None = None,
         on_disk: bool = False,
         timeout_s: float = 10.0,
-        mirror: bool = True,
     ) -> None:
         self.collection = collection
         self.dims = dims
@@ -59,9 +56,6 @@ class QdrantStore:
             raise StoreError(f"cannot open Qdrant at {url or path}: {exc}") from exc
         self._on_disk = on_disk
         self._lock = threading.RLock()
-        # Embedded mode: this process owns the folder, so searches run on an in-process mirror.
-        self._mirror: LocalIndex | None = LocalIndex(dims) if mirror and not self.is_server else None
-        self._mirror_loaded = False
         self._ensure_collection()
 
     # --- schema -----------------------------------------------------------------------------------
@@ -77,8 +71,8 @@ class QdrantStore:
             )
             if self.is_server:  # payload indexes exist only on a server; local mode warns and ignores them
                 self._client.create_payload_index(self.collection, "user_id", models.PayloadSchemaType.KEYWORD)
-                self._client.create_payload_index(self.collection, "ts", models.PayloadSchemaType.FLOAT)
-                self._client.create_payload_index(self.collection, "created_ts", models.PayloadSchemaType.FLOAT)
+                for field in ("ts", "created_ts", "updated_ts"):
+                    self._client.create_payload_index(self.collection, field, models.PayloadSchemaType.FLOAT)
             log.info("created Qdrant collection %s (%d dims)", self.collection, self.dims)
 
     def _check_dims(self) -> None:
@@ -106,37 +100,11 @@ class QdrantStore:
         with self._lock:
             for start in range(0, len(points), _UPSERT_BATCH):
                 self._client.upsert(self.collection, points=points[start : start + _UPSERT_BATCH], wait=True)
-            if self._mirror is not None and self._mirror_loaded:
-                for i, point in enumerate(points):
-                    self._mirror.put(str(point.id), point.payload or {}, dense[i] if dense is not None else None,
-                                     dict(zip(sparse[i].indices, sparse[i].values, strict=True)) if sparse is not None else None)
-
-    def _load_mirror(self) -> LocalIndex:
-        """Fill the mirror from the folder once, on the first search."""
-        assert self._mirror is not None
-        if not self._mirror_loaded:
-            offset: Any = None
-            while True:
-                page, offset = self._client.scroll(self.collection, limit=_SCROLL_PAGE, offset=offset,
-                                                   with_payload=True, with_vectors=True)
-                for p in page:
-                    vec = p.vector if isinstance(p.vector, dict) else {}
-                    dense = vec.get(DENSE)
-                    sp = vec.get(SPARSE)
-                    self._mirror.put(str(p.id), p.payload or {}, dense if isinstance(dense, list) else None,  # type: ignore[arg-type]
-                                     dict(zip(sp.indices, sp.values, strict=True)) if isinstance(sp, models.SparseVector) else None)
-                if offset is None:
-                    break
-            self._mirror_loaded = True
-        return self._mirror
 
     def delete(self, entry_ids: list[str]) -> None:
         if entry_ids:
             with self._lock:
                 self._client.delete(self.collection, points_selector=models.PointIdsList(points=list(entry_ids)), wait=True)
-                if self._mirror is not None:
-                    for entry_id in entry_ids:
-                        self._mirror.remove(entry_id)
 
     def delete_user(self, user_id: str) -> None:
         with self._lock:
@@ -145,18 +113,12 @@ class QdrantStore:
                 points_selector=models.FilterSelector(filter=models.Filter(must=[user_condition(user_id)])),
                 wait=True,
             )
-            if self._mirror is not None:
-                for entry_id in self._mirror.ids_of_user(user_id):
-                    self._mirror.remove(entry_id)
 
     def reset(self) -> None:
         with self._lock:
             if self._client.collection_exists(self.collection):
                 self._client.delete_collection(self.collection)
             self._ensure_collection()
-            if self._mirror is not None:
-                self._mirror.clear()
-                self._mirror_loaded = True
 
     # --- reads ------------------------------------------------------------------------------------
     def get(self, entry_ids: list[str]) -> list[MemoryEntry]:
@@ -209,12 +171,12 @@ class QdrantStore:
         limit: int,
         filters: dict[str, Any] | None = None,
     ) -> list[tuple[MemoryEntry, float]]:
-        if self._mirror is not None:
-            return self._search_mirror(user_id, strategy, dense, sparse, limit, filters)
         flt = build_filter(user_id, filters)
         sparse_q = models.SparseVector(indices=sparse.indices, values=sparse.values) if sparse is not None else None
         with self._lock:
             if strategy == "embedding":
+                if dense is None:
+                    return []
                 result = self._client.query_points(self.collection, query=dense, using=DENSE, query_filter=flt, limit=limit, with_payload=True)
             elif strategy == "context":
                 if sparse_q is None or not sparse_q.indices:
@@ -222,30 +184,16 @@ class QdrantStore:
                 result = self._client.query_points(self.collection, query=sparse_q, using=SPARSE, query_filter=flt, limit=limit, with_payload=True)
             else:
                 # Reciprocal rank fusion of both candidate lists, computed inside Qdrant.
-                prefetch = [models.Prefetch(query=dense, using=DENSE, filter=flt, limit=_prefetch_limit(limit))]
+                prefetch = [models.Prefetch(query=dense, using=DENSE, filter=flt, limit=prefetch_limit(limit))] if dense is not None else []
                 if sparse_q is not None and sparse_q.indices:
-                    prefetch.append(models.Prefetch(query=sparse_q, using=SPARSE, filter=flt, limit=_prefetch_limit(limit)))
+                    prefetch.append(models.Prefetch(query=sparse_q, using=SPARSE, filter=flt, limit=prefetch_limit(limit)))
+                if not prefetch:
+                    return []
                 result = self._client.query_points(
                     self.collection, prefetch=prefetch, query=models.FusionQuery(fusion=models.Fusion.RRF),
                     query_filter=flt, limit=limit, with_payload=True,
                 )
         return [(MemoryEntry.from_payload(p.payload or {}), float(p.score)) for p in result.points]
-
-    def _search_mirror(self, user_id: str, strategy: SearchStrategy, dense: list[float] | None,
-                       sparse: SparseVec | None, limit: int, filters: dict[str, Any] | None) -> list[tuple[MemoryEntry, float]]:
-        build_filter(user_id, filters)  # the same validation and errors as the Qdrant path
-        with self._lock:
-            index = self._load_mirror()
-            if strategy == "embedding":
-                rows = index.dense_search(user_id, dense, limit, filters) if dense is not None else []
-            elif strategy == "context":
-                rows = index.sparse_search(user_id, sparse.indices, sparse.values, limit, filters) if sparse else []
-            else:
-                lists = [index.dense_search(user_id, dense, _prefetch_limit(limit), filters)] if dense is not None else []
-                if sparse is not None and sparse.indices:
-                    lists.append(index.sparse_search(user_id, sparse.indices, sparse.values, _prefetch_limit(limit), filters))
-                rows = index.fuse(lists, limit)
-            return [(MemoryEntry.from_payload(index.payload(r)), s) for r, s in rows]
 
     def close(self) -> None:
         with self._lock:
