@@ -238,6 +238,8 @@ class BaseMemoryConfigs(_Strict):
     text_embedder: TextEmbedderConfig | None = None
     multimodal_embedder: dict[str, Any] | None = None
     history_db_path: str = os.path.join(LIGHTMEM_DIR, "history.db")
+    # PostgreSQL instead of the SQLite file, for workers on several hosts: postgresql://user:pass@host:5432/db
+    history_db_url: str | None = None
     retrieve_strategy: Strategy = "embedding"
     context_retriever: ContextRetrieverConfig | None = None
     embedding_retriever: EmbeddingRetrieverConfig | None = None
@@ -256,6 +258,13 @@ class BaseMemoryConfigs(_Strict):
         if not value.strip():
             raise ValueError("must be a non-empty path")
         return value
+
+    @field_validator("history_db_url")
+    @classmethod
+    def _postgres_url(cls, value: str | None) -> str | None:
+        if value and not value.startswith(("postgresql://", "postgres://")):
+            raise ValueError("must be a postgresql:// URL")  # never echo it: it may hold a password
+        return value or None
 
     @model_validator(mode="after")
     def _consistent(self) -> BaseMemoryConfigs:
@@ -332,12 +341,17 @@ def parse_config(data: dict[str, Any] | BaseMemoryConfigs) -> BaseMemoryConfigs:
         raise ConfigError(_describe(exc)) from exc
 
 
+_SECRET_KEYS = ("api_key", "history_db_url")  # their values may hold a password: never shown
+
+
 def _describe(exc: ValidationError) -> str:
     lines = []
     for err in exc.errors():
         key = ".".join(str(p) for p in err["loc"]) or "(configuration)"
         given = err.get("input")
         shown = repr(given) if not isinstance(given, dict) else "a mapping"
+        if key.endswith(_SECRET_KEYS):
+            shown = "a value not shown"
         if err["type"] == "extra_forbidden":
             lines.append(f"{key}: unknown key")
         else:

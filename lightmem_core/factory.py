@@ -20,6 +20,7 @@ from lightmem_core.errors import ConfigError
 from lightmem_core.extraction.base import Extractor, VerbatimExtractor
 from lightmem_core.extraction.llm import LLMExtractor
 from lightmem_core.history import HistoryStore
+from lightmem_core.history.postgres import PostgresDatabase
 from lightmem_core.llm.accounting import AccountingClient, CallRecorder
 from lightmem_core.llm.base import LLMClient
 from lightmem_core.llm.openai_compat import OpenAICompatClient
@@ -155,12 +156,19 @@ def build_segmenter(config: BaseMemoryConfigs, embedder: Embedder | None = None)
     return SEGMENTERS[config.topic_segmenter.model_name](config, embedder)
 
 
+def build_history(config: BaseMemoryConfigs) -> HistoryStore:
+    """PostgreSQL at ``history_db_url`` when set (workers on several hosts), else SQLite at ``history_db_path``."""
+    if config.history_db_url:
+        return HistoryStore(PostgresDatabase(config.history_db_url))
+    return HistoryStore(config.history_db_path)
+
+
 def build_components(config: BaseMemoryConfigs, embedder: Embedder | None = None) -> Components:
     """Build every backend the configuration names, failing early on bad paths or unbuilt options.
 
     ``embedder`` lets a caller share one loaded embedder between several memories (tests, eval).
     """
-    history = HistoryStore(config.history_db_path)
+    history = build_history(config)
     client = build_llm_client(config, recorder=history)
     extractor = build_extractor(config, client)
     if embedder is None:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.support.postgres import PostgresServer
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -34,9 +36,49 @@ def minilm_embedder() -> Any:
     return HuggingFaceEmbedder(device="cpu")
 
 
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """A throwaway PostgreSQL cluster for the session (``tests.support.postgres``)."""
+    reason = PostgresServer.unavailable()
+    if reason is not None:
+        if os.environ.get("CI"):
+            pytest.fail(reason)
+        pytest.skip(reason)
+    server = PostgresServer.start()
+    yield server
+    server.stop()
+
+
 @pytest.fixture
-def memory_config(tmp_path: Path) -> Callable[..., dict[str, Any]]:
-    """LightMem README's configuration dictionary with local paths, verbatim extraction, cpu."""
+def postgres_url(postgres_server: PostgresServer) -> str:
+    """The URL of a new, empty PostgreSQL database."""
+    return postgres_server.new_database()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def history_backend(request: pytest.FixtureRequest) -> str | None:
+    """Run a test once per history backend: ``None`` for SQLite at ``history_db_path``, else the URL of a
+    new PostgreSQL database. ``memory_config`` (and so ``make_memory``) puts it in ``history_db_url``
+    for every test that uses this fixture."""
+    return None if request.param == "sqlite" else str(request.getfixturevalue("postgres_url"))
+
+
+@pytest.fixture
+def history_store(history_backend: str | None, tmp_path: Path) -> Iterator[Any]:
+    """A ``HistoryStore`` on each backend in turn, closed after the test."""
+    from lightmem_core.config import BaseMemoryConfigs
+    from lightmem_core.factory import build_history
+
+    history = build_history(BaseMemoryConfigs(history_db_path=str(tmp_path / "history.db"), history_db_url=history_backend))
+    yield history
+    history.close()
+
+
+@pytest.fixture
+def memory_config(tmp_path: Path, request: pytest.FixtureRequest) -> Callable[..., dict[str, Any]]:
+    """LightMem README's configuration dictionary with local paths, verbatim extraction, cpu; the history on
+    PostgreSQL when the test uses ``history_backend`` and runs for that backend."""
+    history_url = request.getfixturevalue("history_backend") if "history_backend" in request.fixturenames else None
 
     def make(**overrides: Any) -> dict[str, Any]:
         config: dict[str, Any] = {
@@ -61,6 +103,8 @@ def memory_config(tmp_path: Path) -> Callable[..., dict[str, Any]]:
             "history_db_path": str(tmp_path / "history.db"),
             "update": "offline",
         }
+        if history_url is not None:
+            config["history_db_url"] = history_url
         config.update(overrides)
         return config
 

@@ -200,14 +200,14 @@ def stats_table(stats: dict[str, float], llm: dict[str, float]) -> list[tuple[st
 
 
 def _llm_totals() -> dict[str, float]:
-    """LLM accounting from the history store when this host can read it (it is written by the extractor)."""
-    from lightmem_core.history import HistoryStore
+    """LLM accounting from the history store (PostgreSQL, or a SQLite file that this host can read)."""
+    from lightmem_core.factory import build_history
     from workers.settings import get_settings
 
-    path = get_settings().memory_cfg.history_db_path
-    if not Path(path).is_file():
+    config = get_settings().memory_cfg
+    if not config.history_db_url and not Path(config.history_db_path).is_file():
         return {}
-    history = HistoryStore(path)
+    history = build_history(config)
     try:
         return history.llm_totals()
     finally:

@@ -1,4 +1,5 @@
-"""End-to-end tests of LightMemory on the real MiniLM embedder and embedded Qdrant."""
+"""End-to-end tests of LightMemory on the real MiniLM embedder and embedded Qdrant; those that use
+``history_backend`` run with the history on SQLite and on PostgreSQL."""
 
 from __future__ import annotations
 
@@ -44,6 +45,7 @@ def test_readme_session_finds_rex_first(make_memory, strategy: str) -> None:
     assert text.splitlines()[0] == "2025-01-10 Fri: My favorite ice cream flavor is pistachio, and my dog's name is Rex."
 
 
+@pytest.mark.usefixtures("history_backend")
 def test_from_config_runs_the_readme_dictionary(memory_config) -> None:
     memory = LightMemory.from_config(memory_config(retrieve_strategy="hybrid"))
     try:
@@ -53,6 +55,7 @@ def test_from_config_runs_the_readme_dictionary(memory_config) -> None:
         memory.close()
 
 
+@pytest.mark.usefixtures("history_backend")
 def test_restart_sees_the_same_results(memory_config, minilm_embedder) -> None:
     cfg = parse_config(memory_config(retrieve_strategy="hybrid"))
     first = LightMemory(cfg, build_components(cfg, embedder=minilm_embedder))
@@ -70,6 +73,7 @@ def test_restart_sees_the_same_results(memory_config, minilm_embedder) -> None:
         second.close()
 
 
+@pytest.mark.usefixtures("history_backend")
 def test_short_term_buffer_waits_for_its_threshold_and_survives_restart(memory_config, minilm_embedder) -> None:
     cfg = parse_config(memory_config(extract_threshold=1.0))  # 1024 tokens before extraction
     memory = LightMemory(cfg, build_components(cfg, embedder=minilm_embedder))
@@ -84,6 +88,7 @@ def test_short_term_buffer_waits_for_its_threshold_and_survives_restart(memory_c
         reopened.close()
 
 
+@pytest.mark.usefixtures("history_backend")
 def test_bad_input_stores_nothing(make_memory) -> None:
     memory = make_memory()
     with pytest.raises(ValueError, match=r"messages\[1\]\.role"):
@@ -94,6 +99,7 @@ def test_bad_input_stores_nothing(make_memory) -> None:
     assert memory.get_token_statistics()["messages_skipped_empty"] == 1
 
 
+@pytest.mark.usefixtures("history_backend")
 def test_users_are_isolated_and_delete_all_touches_one_user(make_memory) -> None:
     memory = make_memory(retrieve_strategy="hybrid")
     _add_readme_session(memory, "alice")
@@ -109,6 +115,7 @@ def test_users_are_isolated_and_delete_all_touches_one_user(make_memory) -> None
     assert memory.store.count() == 0
 
 
+@pytest.mark.usefixtures("history_backend")
 def test_readding_the_same_messages_creates_nothing_new(make_memory) -> None:
     memory = make_memory()
     msgs = [{"role": "user", "content": "I was born in Oslo.", "id": "m1", "time_stamp": "2025-01-01"}]
@@ -124,6 +131,7 @@ def test_retrieve_filters_by_time(make_memory) -> None:
     assert {r.time_stamp.day for r in hits} == {3, 5}
 
 
+@pytest.mark.usefixtures("history_backend")
 def test_offline_update_without_llm_merges_exact_duplicates(make_memory) -> None:
     memory = make_memory()
     for day in ("2025-03-01", "2025-03-02", "2025-03-02"):
@@ -140,6 +148,7 @@ def test_offline_update_without_llm_merges_exact_duplicates(make_memory) -> None
     assert sum(len(e.source_ids) for e in survivors) == 3  # provenance of the deleted twin is kept
 
 
+@pytest.mark.usefixtures("history_backend")
 def test_parallel_adds_from_threads(make_memory) -> None:
     memory = make_memory()
     errors: list[BaseException] = []
@@ -163,6 +172,7 @@ def test_parallel_adds_from_threads(make_memory) -> None:
     assert sorted(e.topic_id for e in memory.get_all("u0")) == [1, 2, 3, 4, 5]
 
 
+@pytest.mark.usefixtures("history_backend")
 def test_token_statistics(make_memory) -> None:
     memory = make_memory()
     _add_readme_session(memory)
@@ -180,6 +190,7 @@ def test_public_surface_is_pinned() -> None:
     }
 
 
+@pytest.mark.usefixtures("history_backend")
 def test_message_ids_are_scoped_per_user(make_memory) -> None:
     """Two users may send the same explicit id: neither message is skipped, both texts are kept."""
     memory = make_memory()
@@ -192,29 +203,3 @@ def test_message_ids_are_scoped_per_user(make_memory) -> None:
     assert [e.source_ids for e in memory.get_all("bob")] == [["m1"]]
     again = memory.add_memory([{"id": "m1", "role": "user", "content": "x", "time_stamp": "2025-04-01"}], user_id="ann")
     assert again["skipped_known"] == 1  # the same user's id again is still known
-
-
-def test_an_old_history_keyed_by_message_id_alone_is_rekeyed(tmp_path) -> None:
-    import sqlite3
-
-    from lightmem_core.history import HistoryStore
-
-    path = tmp_path / "old.db"
-    old = sqlite3.connect(path)
-    old.executescript(
-        "CREATE TABLE messages (id TEXT PRIMARY KEY, user_id TEXT NOT NULL, session_id TEXT NOT NULL,"
-        " turn_index INTEGER NOT NULL, role TEXT NOT NULL, speaker TEXT, content TEXT NOT NULL, compressed TEXT,"
-        " time_stamp TEXT NOT NULL, tokens_original INTEGER NOT NULL DEFAULT 0, tokens_compressed INTEGER,"
-        " state TEXT NOT NULL DEFAULT 'received', created_at REAL NOT NULL);"
-        "INSERT INTO messages VALUES ('m1','ann','s1',0,'user',NULL,'bees',NULL,'2025-04-01T00:00:00+00:00',1,NULL,"
-        "'extracted',0);")
-    old.commit()
-    old.close()
-    history = HistoryStore(str(path))
-    try:
-        assert [m["content"] for m in history.messages("ann")] == ["bees"]
-        keys = {r["name"]: r["pk"] for r in history._conn.execute("PRAGMA table_info(messages)")}
-        assert keys["user_id"] == 1 and keys["id"] == 2
-    finally:
-        history.close()
-    HistoryStore(str(path)).close()  # opening again changes nothing

@@ -43,11 +43,16 @@ def llm_config(tmp_path: Path, base_url: str, **overrides: Any) -> dict[str, Any
 
 
 @pytest.fixture
-def make_llm_memory(tmp_path: Path, llm_server: ScriptedLLMServer) -> Iterator[Callable[..., LightMemory]]:
-    """Build ``LightMemory`` objects wired to the scripted server (hashing embedder: fast, word overlap)."""
+def make_llm_memory(tmp_path: Path, llm_server: ScriptedLLMServer,
+                    request: pytest.FixtureRequest) -> Iterator[Callable[..., LightMemory]]:
+    """Build ``LightMemory`` objects wired to the scripted server (hashing embedder: fast, word overlap);
+    the history on PostgreSQL when the test uses ``history_backend`` and runs for that backend."""
     made: list[LightMemory] = []
+    url = request.getfixturevalue("history_backend") if "history_backend" in request.fixturenames else None
 
     def make(**overrides: Any) -> LightMemory:
+        if url is not None:
+            overrides.setdefault("history_db_url", url)
         cfg = parse_config(llm_config(tmp_path, llm_server.base_url, **overrides))
         memory = LightMemory(cfg, build_components(cfg, embedder=HashingEmbedder(64)))
         made.append(memory)

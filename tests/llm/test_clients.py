@@ -23,9 +23,10 @@ from tests.llm.conftest import llm_config
 PROMPT: list[ChatMessage] = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "secret prompt text"}]
 
 
-def _stack(tmp_path: Path, server: ScriptedLLMServer, **llm: object) -> tuple[RetryingClient, HistoryStore]:
+def _stack(tmp_path: Path, server: ScriptedLLMServer, history: HistoryStore | None = None,
+           **llm: object) -> tuple[RetryingClient, HistoryStore]:
     cfg = parse_config(llm_config(tmp_path, server.base_url, llm=llm))
-    history = HistoryStore(str(tmp_path / "calls.db"))
+    history = history or HistoryStore(str(tmp_path / "calls.db"))
     client = build_llm_client(cfg, recorder=history)
     assert isinstance(client, RetryingClient)
     client.base_delay_s = 0.05  # keep the test quick; the backoff formula is tested below
@@ -34,11 +35,12 @@ def _stack(tmp_path: Path, server: ScriptedLLMServer, **llm: object) -> tuple[Re
 
 def _outcomes(history: HistoryStore) -> list[str]:
     with history.transaction() as conn:
-        return [r[0] for r in conn.execute("SELECT outcome FROM llm_calls ORDER BY id")]
+        return [r["outcome"] for r in conn.execute("SELECT outcome FROM llm_calls ORDER BY id")]
 
 
-def test_429_with_retry_after_is_honoured(tmp_path: Path, llm_server: ScriptedLLMServer) -> None:
-    client, history = _stack(tmp_path, llm_server)
+def test_429_with_retry_after_is_honoured(tmp_path: Path, llm_server: ScriptedLLMServer,
+                                         history_store: HistoryStore) -> None:
+    client, history = _stack(tmp_path, llm_server, history_store)
     llm_server.script(Step(status=429, retry_after="1"), Step(content="fine"))
     started = time.perf_counter()
     reply = client.complete(PROMPT, tag=CallTag("extraction", "u1", "s1"))
@@ -91,8 +93,9 @@ def test_refusal_is_not_retried(tmp_path: Path, llm_server: ScriptedLLMServer) -
     assert len(llm_server.requests) == 1
 
 
-def test_tokens_are_counted_locally_without_usage(tmp_path: Path, llm_server: ScriptedLLMServer) -> None:
-    client, history = _stack(tmp_path, llm_server)
+def test_tokens_are_counted_locally_without_usage(tmp_path: Path, llm_server: ScriptedLLMServer,
+                                                  history_store: HistoryStore) -> None:
+    client, history = _stack(tmp_path, llm_server, history_store)
     llm_server.script(Step(content="four words right here", usage=False))
     reply = client.complete(PROMPT, tag=CallTag("other", "u2"))
     assert not reply.usage_reported

@@ -22,6 +22,7 @@ SESSION = [
 ]
 
 
+@pytest.mark.usefixtures("history_backend")
 def test_entries_carry_provenance_and_source_time_stamps(make_llm_memory: MakeMemory, llm_server: ScriptedLLMServer) -> None:
     memory = make_llm_memory(metadata_generate=True, text_summary=True)
     reply = {"facts": [{"text": "Ann adopted a beagle named Rex in late February 2025.", "source_ids": ["m1", "m2"],
@@ -48,6 +49,7 @@ def test_entries_carry_provenance_and_source_time_stamps(make_llm_memory: MakeMe
     assert memory.history.llm_totals("someone-else")["calls"] == 0
 
 
+@pytest.mark.usefixtures("history_backend")
 def test_topic_ids_are_unique_per_user_not_global(make_llm_memory: MakeMemory) -> None:
     memory = make_llm_memory()
     for user in ("a", "b"):
@@ -95,6 +97,7 @@ def test_unknown_source_id_gets_one_repair(make_llm_memory: MakeMemory, llm_serv
     assert memory.history.failures("ann") == []
 
 
+@pytest.mark.usefixtures("history_backend")
 def test_invalid_twice_is_kept_as_failed_and_retried_later(make_llm_memory: MakeMemory,
                                                            llm_server: ScriptedLLMServer) -> None:
     memory = make_llm_memory()
@@ -120,6 +123,7 @@ def test_invalid_twice_is_kept_as_failed_and_retried_later(make_llm_memory: Make
     assert sorted(s for e in memory.get_all("ann") for s in e.source_ids) == ["t1", "t3", "t4"]
 
 
+@pytest.mark.usefixtures("history_backend")
 def test_retry_that_fails_again_stays_failed(make_llm_memory: MakeMemory, llm_server: ScriptedLLMServer) -> None:
     memory = make_llm_memory()
     llm_server.script(*[Step(content="nope")] * 4)

@@ -8,6 +8,8 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+import pytest
+
 from lightmem_core import LightMemory
 from lightmem_core.embedders.hashing import HashingEmbedder
 from producers.scripted_llm import ScriptedLLMServer, Step
@@ -115,6 +117,7 @@ def test_equal_time_stamps_never_delete_each_other(make_llm_memory: MakeMemory, 
     assert "update" not in llm_server.purposes()
 
 
+@pytest.mark.usefixtures("history_backend")
 def test_invalid_decision_is_recorded_and_stays_queued(make_llm_memory: MakeMemory, llm_server: ScriptedLLMServer) -> None:
     memory = make_llm_memory()
     add(memory, TEA, 1)

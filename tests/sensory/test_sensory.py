@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from lightmem_core.models import Message
 from lightmem_core.sensory.buffer import SENSORY, feed
 from tests.sensory.conftest import as_messages, conversation
@@ -65,6 +67,7 @@ def test_force_flushes_the_tail_without_losing_earlier_segments() -> None:
     assert len(out.segments) >= 4 and out.remaining == []
 
 
+@pytest.mark.usefixtures("history_backend")
 def test_lightmemory_keeps_the_sensory_buffer_across_a_restart(make_memory: Any) -> None:
     settings = {"topic_segment": True, "topic_segmenter": {"model_name": "embedding",
                 "configs": {"sensory_buffer_tokens": 4000}}, "extract_threshold": 1.0}
