@@ -28,11 +28,15 @@ demo: $(STAMP)
 test: $(STAMP) system-tools
 	LIGHTMEM_DATA_DIR=$(DATA) $(PY) -m pytest -q -p no:cacheprovider
 
-# Best effort: the Flower screenshot test needs chromium, the compose test docker-compose (Debian).
+# Best effort: the Flower screenshot test needs chromium, the compose test docker-compose, the PostgreSQL
+# history tests initdb (Debian's postgresql puts it in /usr/lib/postgresql/*/bin, off PATH).
 system-tools:
 	@command -v chromium >/dev/null && command -v docker-compose >/dev/null || \
 	  { command -v apt-get >/dev/null && (apt-get update -qq && apt-get install -y -qq chromium docker-compose) \
 	    >/dev/null 2>&1 || echo "note: could not install chromium/docker-compose; their tests will skip"; }
+	@command -v initdb >/dev/null || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || \
+	  { command -v apt-get >/dev/null && (apt-get update -qq && apt-get install -y -qq postgresql) \
+	    >/dev/null 2>&1 || echo "note: could not install postgresql; the PostgreSQL history tests will skip"; }
 
 # The long chaos runs: three kills of each worker kind while busy, a whole LoCoMo conversation per fault
 # (tests/distributed/test_chaos.py; `make test` runs the short versions, and the poison tests).

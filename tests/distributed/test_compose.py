@@ -29,10 +29,13 @@ def test_compose_file_validates() -> None:
     done = config(FLOWER_BASIC_AUTH="admin:s3cret")
     assert done.returncode == 0, done.stderr
     services = yaml.safe_load(done.stdout)["services"]
-    assert {"redis", "qdrant", "compress", "extract", "store", "update", "beat", "flower"} <= set(services)
+    assert {"redis", "qdrant", "postgres", "compress", "extract", "store", "update", "beat", "flower"} <= set(services)
     assert "--appendonly" in services["redis"]["command"]
     gpu = services["compress"]["deploy"]["resources"]["reservations"]["devices"][0]
     assert gpu["capabilities"] == ["gpu"]
     assert services["extract"]["command"][:2] == ["worker", "extract"]
     assert all(services[s]["environment"]["LIGHTMEM_QDRANT_URL"] for s in ("extract", "store", "update", "beat"))
+    history = {s: services[s]["environment"]["LIGHTMEM_MEMORY__HISTORY_DB_URL"] for s in ("extract", "store", "update", "beat")}
+    assert all(url.startswith("postgresql://") and "@postgres:5432/" in url for url in history.values())
+    assert services["extract"]["depends_on"]["postgres"]["condition"] == "service_healthy"
     assert services["flower"]["environment"]["LIGHTMEM_FLOWER_BASIC_AUTH"] == "admin:s3cret"
