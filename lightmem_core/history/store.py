@@ -31,7 +31,11 @@ class HistoryStore:
     def __init__(self, database: Database | str) -> None:
         self._db: Database = SQLiteDatabase(database) if isinstance(database, str) else database
         self.where = self._db.where
-        schema.create(self._db)
+        try:
+            schema.create(self._db)
+        except BaseException:
+            self._db.close()
+            raise
 
     def transaction(self) -> AbstractContextManager[Connection]:
         """All statements inside commit together or not at all; a transaction opened inside another
