@@ -39,6 +39,10 @@ class TransientError(LightMemError):
         return type(self), (str(self), self.retry_after_s)
 
 
+class SearchTimeout(TransientError):
+    """Nobody answered a search in time (the store worker that owns an embedded folder is down or busy)."""
+
+
 class LLMRequestError(LightMemError):
     """Raised when the LLM endpoint refuses a request for good: a bad key, an unknown model, a 4xx other than 429."""
 

@@ -26,6 +26,7 @@ from lightmem_core.llm.base import LLMClient
 from lightmem_core.llm.openai_compat import OpenAICompatClient
 from lightmem_core.llm.ratelimit import InProcessRateLimiter, RateLimiter
 from lightmem_core.llm.retry import RetryingClient
+from lightmem_core.retrieval import Retriever
 from lightmem_core.sensory.builders import (
     embedding_segmenter,
     entropy_compressor,
@@ -163,6 +164,21 @@ def build_history(config: BaseMemoryConfigs) -> HistoryStore:
     return HistoryStore(config.history_db_path)
 
 
+def build_bm25(config: BaseMemoryConfigs) -> BM25Encoder | None:
+    """The BM25 encoder, or ``None`` when nothing is indexed sparsely."""
+    if "sparse" not in config.indexed_vectors:
+        return None
+    opts = config.context_retriever.configs if config.context_retriever else None
+    return BM25Encoder(**opts.model_dump()) if opts else BM25Encoder()
+
+
+def build_retriever(config: BaseMemoryConfigs) -> Retriever:
+    """What searching needs and nothing more (no history, no LLM): a process that only searches."""
+    embedder = build_embedder(config)
+    store = build_store(config, embedder.dims if embedder else 1)
+    return Retriever(store=store, embedder=embedder, bm25=build_bm25(config), strategy=config.retrieve_strategy)
+
+
 def build_components(config: BaseMemoryConfigs, embedder: Embedder | None = None) -> Components:
     """Build every backend the configuration names, failing early on bad paths or unbuilt options.
 
@@ -175,10 +191,7 @@ def build_components(config: BaseMemoryConfigs, embedder: Embedder | None = None
         embedder = build_embedder(config)
     elif "dense" not in config.indexed_vectors:
         embedder = None
-    bm25 = None
-    if "sparse" in config.indexed_vectors:
-        opts = config.context_retriever.configs if config.context_retriever else None
-        bm25 = BM25Encoder(**opts.model_dump()) if opts else BM25Encoder()
+    bm25 = build_bm25(config)
     compressor = build_compressor(config)
     segmenter = build_segmenter(config, embedder)
     store = build_store(config, embedder.dims if embedder else 1)

@@ -18,7 +18,7 @@ from typing import Any, Literal
 from lightmem_core import pipeline, retrieval
 from lightmem_core.components import Components
 from lightmem_core.config import BaseMemoryConfigs, configure_logging, parse_config
-from lightmem_core.errors import ExtractionParseError, InvalidInput, TransientError
+from lightmem_core.errors import ExtractionParseError, TransientError
 from lightmem_core.factory import build_components
 from lightmem_core.history import GLOBAL_SCOPE
 from lightmem_core.ingest import normalize_messages
@@ -146,6 +146,10 @@ class LightMemory:
             return len(self._drain(user_id, force=True))
 
     # --- retrieval --------------------------------------------------------------------------------
+    @property
+    def _retriever(self) -> retrieval.Retriever:
+        return retrieval.Retriever.of(self.components, self.spec.retrieve_strategy)
+
     def retrieve(
         self,
         query: str,
@@ -158,14 +162,8 @@ class LightMemory:
 
         ``as_text=True`` gives LightMem's plain-string form, one ``date weekday: text`` line each.
         """
-        if not isinstance(query, str) or not query.strip():
-            raise InvalidInput("query: expected a non-empty string")
-        if not isinstance(limit, int) or limit < 1:
-            raise InvalidInput(f"limit: expected a positive integer, got {limit!r}")
-        strategy = self.spec.retrieve_strategy
-        vectors = retrieval.query_vectors(self.components, strategy, query)
-        with self._lock:
-            hits = retrieval.search(self.components, strategy, user_id, vectors, limit, filters)
+        # No lock: both stores answer searches concurrently with writes, so a search never waits for a drain.
+        hits = self._retriever.search(user_id, query, limit, filters)
         results = [
             RetrievedMemory(id=e.id, score=s, memory=e.memory, time_stamp=e.time_stamp, weekday=e.weekday, entry=e)
             for e, s in hits

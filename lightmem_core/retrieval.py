@@ -1,29 +1,64 @@
-"""Retrieval: the query's vectors by ``retrieve_strategy``, then the store's filtered search.
+"""Retrieval: the query's vectors by strategy, then the store's filtered search.
 
-``LightMemory.retrieve`` and the store worker's search task both call ``search``.
+``LightMemory.retrieve``, the store worker's search desk and a producer searching a Qdrant server all
+search through a ``Retriever``.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, get_args
 
 from lightmem_core.components import Components
 from lightmem_core.config import Strategy
-from lightmem_core.embedders.bm25 import SparseVec
+from lightmem_core.embedders.base import Embedder
+from lightmem_core.embedders.bm25 import BM25Encoder, SparseVec
+from lightmem_core.errors import InvalidInput
 from lightmem_core.models import MemoryEntry
+from lightmem_core.stores.base import MemoryStore
 
 QueryVectors = tuple[list[float] | None, SparseVec | None]
+STRATEGIES: tuple[str, ...] = get_args(Strategy)
 
 
-def query_vectors(c: Components, strategy: Strategy, query: str) -> QueryVectors:
-    """The dense and sparse vectors that ``strategy`` searches with (model work: no lock needed)."""
-    dense = c.embedder.embed([query])[0] if strategy in ("embedding", "hybrid") and c.embedder else None
-    sparse = c.bm25.encode_query(query) if strategy in ("context", "hybrid") and c.bm25 else None
-    return dense, sparse
+@dataclass(frozen=True)
+class Retriever:
+    """What a search needs: the store, the query encoders and the configured strategy. Thread-safe as
+    far as its parts are: both stores are, and a reader thread may bring its own embedder."""
 
+    store: MemoryStore
+    embedder: Embedder | None
+    bm25: BM25Encoder | None
+    strategy: Strategy
 
-def search(c: Components, strategy: Strategy, user_id: str, vectors: QueryVectors, limit: int,
-           filters: dict[str, Any] | None = None) -> list[tuple[MemoryEntry, float]]:
-    """The ``limit`` entries of ``user_id`` nearest to the query's vectors (dense, BM25 or both fused)."""
-    dense, sparse = vectors
-    return c.store.search(user_id, strategy, dense, sparse, limit, filters)
+    @classmethod
+    def of(cls, c: Components, strategy: Strategy, embedder: Embedder | None = None) -> Retriever:
+        return cls(store=c.store, embedder=embedder or c.embedder, bm25=c.bm25, strategy=strategy)
+
+    def checked_strategy(self, strategy: str | None) -> Strategy:
+        """``strategy`` (default: the configured one) if this configuration indexes what it searches."""
+        chosen = strategy or self.strategy
+        if chosen not in STRATEGIES:
+            raise InvalidInput(f"strategy: expected one of {', '.join(STRATEGIES)}, got {chosen!r}")
+        if chosen in ("embedding", "hybrid") and self.embedder is None:
+            raise InvalidInput(f"strategy {chosen!r} needs dense vectors, which this configuration does not index")
+        if chosen in ("context", "hybrid") and self.bm25 is None:
+            raise InvalidInput(f"strategy {chosen!r} needs BM25 vectors, which this configuration does not index")
+        return chosen  # type: ignore[return-value]  # checked against Strategy's values above
+
+    def query_vectors(self, strategy: Strategy, query: str) -> QueryVectors:
+        """The dense and sparse vectors that ``strategy`` searches with (model work: no lock needed)."""
+        dense = self.embedder.embed([query])[0] if strategy in ("embedding", "hybrid") and self.embedder else None
+        sparse = self.bm25.encode_query(query) if strategy in ("context", "hybrid") and self.bm25 else None
+        return dense, sparse
+
+    def search(self, user_id: str, query: str, limit: int, filters: dict[str, Any] | None = None,
+               strategy: str | None = None) -> list[tuple[MemoryEntry, float]]:
+        """The ``limit`` entries of ``user_id`` nearest to ``query`` (dense, BM25 or both fused)."""
+        if not isinstance(query, str) or not query.strip():
+            raise InvalidInput("query: expected a non-empty string")
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise InvalidInput(f"limit: expected a positive integer, got {limit!r}")
+        chosen = self.checked_strategy(strategy)
+        dense, sparse = self.query_vectors(chosen, query)
+        return self.store.search(user_id, chosen, dense, sparse, limit, filters)

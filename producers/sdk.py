@@ -26,20 +26,21 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_exponential
 
+from lightmem_core import factory
 from lightmem_core.errors import ConfigError, InvalidInput, TransientError
 from lightmem_core.ingest import normalize_messages
+from lightmem_core.retrieval import Retriever
 from workers import names
 from workers.messages import (
     CompressPayload,
     DrainPayload,
-    EntriesPayload,
     RetryPayload,
-    SearchPayload,
     SessionItem,
     checked,
     send,
 )
 from workers.parts import state_for
+from workers.search_desk import DeskRequest, answer, ask
 from workers.settings import DistributedSettings, get_settings
 
 log = logging.getLogger(__name__)
@@ -54,6 +55,7 @@ class MemoryProducer:
         self.settings = settings or get_settings()
         self.app = make_app(self.settings)
         self.state = state_for(self.settings)
+        self._direct: Retriever | None = None
         # One immediate retry replaces a pooled connection that a Redis restart closed; waiting out an
         # outage is ``_redis``'s window alone (redis-py's default would add its own backoff to it).
         self.state.r.set_retry(Retry(NoBackoff(), 1))
@@ -198,20 +200,32 @@ class MemoryProducer:
                 raise TimeoutError(f"{waiting} of {len(states)} items not indexed after {timeout_s:.0f} s")
             time.sleep(poll_s)
 
-    def search(self, user_id: str, query: str, limit: int = 5, timeout_s: float = 60.0) -> list[dict[str, Any]]:
-        """Retrieval through the store worker (the only process that may open an embedded store)."""
-        return self._answer(send(self.app, SearchPayload(user_id=user_id, query=query, limit=limit)), timeout_s)
+    def search(self, user_id: str, query: str, limit: int = 5, filters: dict[str, Any] | None = None,
+               strategy: str | None = None, timeout_s: float | None = None) -> list[dict[str, Any]]:
+        """The ``limit`` memories of ``user_id`` nearest to ``query`` (``strategy``: embedding, context or
+        hybrid; default the configured one), with ``filters`` in the store's filter language.
 
-    def entries(self, user_id: str, timeout_s: float = 60.0) -> list[dict[str, Any]]:
-        """Every entry of a user, through the store worker."""
-        return self._answer(send(self.app, EntriesPayload(user_id=user_id)), timeout_s)
+        Embedded store: the store worker's search desk answers, beside its index batches; nobody answering
+        within ``timeout_s`` (default ``LIGHTMEM_SEARCH_TIMEOUT_S``) raises ``SearchTimeout``. Qdrant
+        server: this process searches the server itself (it loads the query embedder on first use)."""
+        return self._ask(DeskRequest.checked(kind="search", user_id=user_id, query=query, limit=limit, strategy=strategy,
+                                     filters=filters), timeout_s)
 
-    def _answer(self, result: Any, timeout_s: float) -> list[dict[str, Any]]:
-        """The memories a store task left under its reply key; its result (a summary) is forgotten at once."""
-        summary = result.get(timeout=timeout_s)
-        result.forget()
-        answer: list[dict[str, Any]] = self._redis(lambda: self.state.take_reply(summary["reply_key"]))
-        return answer
+    def entries(self, user_id: str, timeout_s: float | None = None) -> list[dict[str, Any]]:
+        """Every entry of a user (as ``search`` reaches the store)."""
+        return self._ask(DeskRequest.checked(kind="entries", user_id=user_id), timeout_s)
+
+    def _ask(self, request: DeskRequest, timeout_s: float | None) -> list[dict[str, Any]]:
+        if not self.settings.embedded_store:
+            return answer(self._retriever(), request)
+        wait = self.settings.search_timeout_s if timeout_s is None else timeout_s
+        return self._redis(lambda: ask(self.state.r, self.state.keys, request, wait))  # type: ignore[no-any-return]
+
+    def _retriever(self) -> Retriever:
+        """The query encoders and a client of the Qdrant server, built once, on the first direct search."""
+        if self._direct is None:
+            self._direct = factory.build_retriever(self.settings.memory_cfg)
+        return self._direct
 
     def update_now(self) -> list[str]:
         """Run the nightly fan-out now; returns the users given an update (waits for the fan-out only)."""

@@ -105,19 +105,6 @@ class StorePayload(UserPayload):
         return f"StorePayload(user_id={self.user_id!r}, batch={self.batch.batch_id}, {len(self.entries)} entries)"
 
 
-class SearchPayload(UserPayload):
-    TASK = names.STORE_SEARCH
-
-    query: str = Field(min_length=1)
-    limit: int = Field(10, ge=1, le=1000)
-
-
-class EntriesPayload(UserPayload):
-    """Every entry of one user, from the process that owns the store."""
-
-    TASK = names.STORE_ENTRIES
-
-
 class UpdatePayload(UserPayload):
     """Queue ``update`` (or ``store`` when embedded): the offline update of one user up to ``watermark``."""
 

@@ -16,8 +16,6 @@ COMPRESS_SESSIONS: Final = "lightmem.compress.sessions"
 EXTRACT_DRAIN: Final = "lightmem.extract.drain"
 EXTRACT_RETRY: Final = "lightmem.extract.retry"
 STORE_INDEX: Final = "lightmem.store.index"
-STORE_SEARCH: Final = "lightmem.store.search"
-STORE_ENTRIES: Final = "lightmem.store.entries"
 UPDATE_NIGHTLY: Final = "lightmem.update.nightly"
 UPDATE_USER: Final = "lightmem.update.user"
 UPDATE_FLUSH_IDLE: Final = "lightmem.update.flush_idle"
@@ -28,8 +26,6 @@ TASK_ROLES: Final[dict[str, str]] = {
     EXTRACT_DRAIN: "extract",
     EXTRACT_RETRY: "extract",
     STORE_INDEX: "store",
-    STORE_SEARCH: "store",
-    STORE_ENTRIES: "store",
     UPDATE_NIGHTLY: "update",
     UPDATE_USER: "update",
     UPDATE_FLUSH_IDLE: "update",
@@ -73,7 +69,8 @@ class Keys:
     - ``P:u:{user}:stats``   the user's counters; ``P:u:{user}:turns:<session>`` turn numbering of enqueue_turns
     - ``P:track:<id>`` hash, ``P:track:<id>:done`` set; ``P:failures`` list; ``P:dead`` list of messages
       no task could take (raw body and reason); ``P:users`` set;
-      ``P:reply:<task id>`` the answer of a search or listing (memories: expires, read once);
+      ``P:desk`` the search desk's request ids,
+      ``P:desk:req:<id>`` a request (expires with its asker's timeout), ``P:desk:reply:<id>`` its answer;
       ``P:entries_ts`` / ``P:update_wm`` / ``P:update_sent`` / ``P:updates`` hashes user → newest entry,
       update watermark, update queued, runs; ``P:stats`` global counters; ``P:llm:window`` the rate limit.
     """
@@ -89,6 +86,7 @@ class Keys:
         self.update_sent = f"{prefix}:update_sent"
         self.updates = f"{prefix}:updates"
         self.llm_window = f"{prefix}:llm:window"
+        self.desk = f"{prefix}:desk"
 
     def user(self, user_id: str, name: str) -> str:
         return f"{self.prefix}:u:{{{escape_user(user_id)}}}:{name}"
@@ -99,6 +97,9 @@ class Keys:
     def track_done(self, tracking_id: str) -> str:
         return f"{self.prefix}:track:{tracking_id}:done"
 
-    def reply(self, task_id: str) -> str:
-        """Where a search or listing task leaves its answer for the caller (short TTL, read once)."""
-        return f"{self.prefix}:reply:{task_id}"
+    def desk_request(self, request_id: str) -> str:
+        return f"{self.prefix}:desk:req:{request_id}"
+
+    def desk_reply(self, request_id: str) -> str:
+        return f"{self.prefix}:desk:reply:{request_id}"
+

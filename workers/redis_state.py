@@ -345,21 +345,6 @@ class RedisState:
                 out.append(user)
         return sorted(out)
 
-    # --- answers that carry user text ----------------------------------------------------------------
-    def put_reply(self, key: str, data: Any, ttl_s: float) -> None:
-        """Memories go to the caller through a key that expires, never through task results or logs."""
-        self.r.set(key, json.dumps(data), px=max(1, int(ttl_s * 1000)))
-
-    def take_reply(self, key: str) -> Any:
-        """Read a reply once; ``LookupError`` when it expired before the caller came for it."""
-        pipe = self.r.pipeline()
-        pipe.get(key)
-        pipe.delete(key)
-        raw, _ = pipe.execute()
-        if raw is None:
-            raise LookupError(f"the reply at {key} expired before it was read")
-        return json.loads(raw)
-
     # --- failures and overview --------------------------------------------------------------------
     def record_failure(self, task: str, user_id: str | None, reason: str, payload: Any,
                        raw_reply: str | None = None, tracking_id: str | None = None) -> None:

@@ -131,6 +131,10 @@ class DistributedSettings(Settings):
     retry_backoff_max_s: int = Field(300, gt=0)
     result_expires_s: int = Field(600, gt=0)  # task results: counts and summaries only, kept 10 min
     reply_ttl_s: float = Field(120.0, gt=0)  # search and listing answers (memories) wait this long, read once
+    # A search with no answer by then fails with one line (the embedded store's owner is down) and is
+    # withdrawn, never run later; the owner answers with this many reader threads beside its writes.
+    search_timeout_s: float = Field(5.0, gt=0)
+    search_threads: int = Field(2, ge=1, le=64)
     # A user's lock outlives a killed holder by this long; a live holder renews it every third of it.
     lock_timeout_s: float = Field(15.0, gt=0)
     # A batch being extracted whose owner stopped renewing its lease (a dead worker) is taken over by the

@@ -90,6 +90,7 @@ class EdgeStore:
         self.path = Path(path)
         self.folder = shard_dir(self.path, collection)
         self._write_lock = threading.Lock()
+        self._closed = False
         try:
             if not self.folder.exists():
                 migrate_local_mode(self.path, collection, dims, on_disk)
@@ -224,7 +225,11 @@ class EdgeStore:
         return [(MemoryEntry.from_payload(_payload(p)), float(p.score)) for p in self._shard.query(request)]
 
     def close(self) -> None:
+        """Flush and release the folder; closing again does nothing."""
         with self._write_lock:
+            if self._closed:
+                return
+            self._closed = True
             try:
                 self._shard.flush()
                 self._shard.close()

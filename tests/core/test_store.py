@@ -264,3 +264,9 @@ def test_a_migration_cut_short_starts_again(tmp_path: Path) -> None:
     assert [e.memory for e in new.list_entries("alice")] == ["survives a crash"]
     assert not half.exists()
     new.close()
+
+
+def test_closing_twice_is_harmless(tmp_path: Path) -> None:
+    s = EdgeStore("c", EMB.dims, path=str(tmp_path / "q"))
+    s.close()
+    s.close()

@@ -19,10 +19,9 @@ from typing import Any, Protocol
 import pytest
 
 from lightmem_core import LightMemory, parse_config
-from lightmem_core.factory import build_components
-from lightmem_core.history import HistoryStore
+from lightmem_core.factory import build_components, build_history
 from producers.datasets import Conversation, load_locomo
-from tests.distributed.conftest import Cluster, control_llm, running_cluster
+from tests.distributed.conftest import ROLES, Cluster, control_llm, running_cluster
 from workers.launch import LocalCluster
 from workers.settings import deep_merge
 
@@ -93,23 +92,37 @@ class Queues:
         self.producer.flush(conversation.user_id)
         self.tracking[conversation.user_id] = ids
         self.producer.wait_indexed(ids, timeout_s=300)
+        self.settle()
+
+    def settle(self) -> None:
+        """Until the workers hold and queue nothing: a batch is ``indexed`` before its online update runs
+        (in the same store task), and searches no longer queue behind store tasks (the search desk)."""
+        r, queues = self.producer.state.r, [self.cluster.settings.queue(role) for role in ROLES]
+
+        def idle() -> bool:
+            held = [json.loads(raw)[2] for raw in r.hvals("unacked")]
+            return not any(r.llen(q) for q in queues) and not any(q in queues for q in held)
+
+        _until(lambda: idle() and (time.sleep(0.3) or idle()), 300, "workers idle")
 
     def retry(self, user_id: str) -> None:
         assert self.producer.retry_failed([user_id]) == [user_id]
         ids = self.tracking[user_id]
         _until(lambda: {self.producer.status(t)["state"] for t in ids} == {"indexed"}, 120, "retried batches stored")
+        self.settle()
 
     def offline_update(self, user_ids: list[str]) -> None:
         before = self.producer.state.update_runs()
         assert set(self.producer.update_now()) >= set(user_ids)
         _until(lambda: all(self.producer.state.update_runs().get(u, 0) > before.get(u, 0) for u in user_ids),
                300, "offline update of every user")
+        self.settle()
 
     def entries(self, user_id: str) -> list[dict[str, Any]]:
-        return self.producer.entries(user_id)  # through the store queue: after the store worker's current task
+        return self.producer.entries(user_id)  # from the store worker's search desk
 
     def history(self, user_id: str) -> list[dict[str, Any]]:
-        history = HistoryStore(self.cluster.settings.memory_cfg.history_db_path)
+        history = build_history(self.cluster.settings.memory_cfg)
         try:
             return history.user_history(user_id)
         finally:
@@ -138,7 +151,7 @@ def snapshot(driver: Driver, user_ids: list[str]) -> dict[str, Any]:
     store independent batches of a user in any order), then every update decision in the order made."""
     out = {}
     for u in user_ids:
-        entries = driver.entries(u)  # first: through the store queue, it waits for the store worker's work
+        entries = driver.entries(u)
         changes = [tuple(c[f] for f in CHANGE_FIELDS) for c in driver.history(u)]
         out[u] = {"entries": sorted(tuple(json.dumps(e[f]) for f in ENTRY_FIELDS) for e in entries),
                   "added": sorted(c for c in changes if c[1] == "ADD"),

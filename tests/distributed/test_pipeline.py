@@ -153,7 +153,7 @@ def test_command_line_status_search_and_stats(cluster: Cluster, locomo_indexed: 
 
 def test_no_user_text_in_worker_logs_or_task_results(cluster: Cluster) -> None:
     """A full ingest and search at INFO: the message, the query and the memories appear in no worker's
-    log and in no task result left in Redis (search and listing answers leave through a read-once key)."""
+    log and in no task result left in Redis (search and listing answers leave the desk's keys at once)."""
     secret, query = "quokka-marmalade-7731", "which marmalade does the quokka like"
     tracking_id = cluster.producer.enqueue_session("privacy-user", {
         "session_id": "p1", "time_stamp": "2025-09-01T10:00:00Z",
@@ -170,7 +170,7 @@ def test_no_user_text_in_worker_logs_or_task_results(cluster: Cluster) -> None:
     r = cluster.producer.state.r
     for key in r.scan_iter(match="celery-task-meta-*", count=1000):
         assert b"quokka" not in (r.get(key) or b""), f"user text in the task result {key!r}"
-    assert not list(r.scan_iter(match=f"{cluster.settings.key_prefix}:reply:*"))  # answers were read once
+    assert not list(r.scan_iter(match=f"{cluster.settings.key_prefix}:desk*"))  # requests and answers taken once
 
 
 @pytest.mark.parametrize("user", ["team:alice", "team:alice}:meta:{x"], ids=["colon", "braces"])

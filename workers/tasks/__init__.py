@@ -19,10 +19,10 @@ from contextlib import contextmanager
 from typing import Any, TypeVar, cast
 
 from celery import Task
-from celery.signals import celeryd_after_setup, task_rejected, task_unknown, worker_ready
+from celery.signals import celeryd_after_setup, task_rejected, task_unknown, worker_ready, worker_shutdown
 
 from lightmem_core.errors import ExtractionParseError, TransientError
-from workers import metrics
+from workers import metrics, search_desk
 from workers.app import app, get_parts
 from workers.messages import Payload, PayloadError, send
 from workers.parts import WorkerParts
@@ -121,3 +121,5 @@ def _serve_metrics(**_: Any) -> None:
 
 worker_ready.connect(_serve_metrics)
 celeryd_after_setup.connect(run_preflight)  # before "ready": a broken configuration stops the worker
+celeryd_after_setup.connect(search_desk.start_for_worker)  # after the preflight (signals run in order)
+worker_shutdown.connect(search_desk.stop_for_worker)

@@ -1,0 +1,222 @@
+"""Searches answered by the process that owns the embedded store, beside its index batches.
+
+In embedded mode only one process may open the store folder: the store worker. Searches used to be
+Celery tasks on its solo queue and waited behind index batches (up to 7.9 s during ingestion). Now the
+store worker also keeps a desk: a few reader threads that take requests from a Redis list and answer
+them on the shard while index batches write to it (Qdrant Edge reads do not wait for writes). The desk
+has its own query embedder, so a search never waits for a batch being embedded either.
+
+The protocol, on plain Redis:
+
+- the asker stores the request under ``P:desk:req:<id>`` with a time to live of its timeout
+  (``LIGHTMEM_SEARCH_TIMEOUT_S``), pushes ``<id>`` on ``P:desk``, and waits on ``P:desk:reply:<id>``;
+- a reader pops an id and takes the request (read and delete). A request gone by then timed out, or its
+  asker gave up and deleted it: it is skipped. So a search the desk could not answer in time is never
+  run later, and no query text stays in Redis after its timeout;
+- the answer (memories) waits under the reply key for ``LIGHTMEM_REPLY_TTL_S`` at most, read once.
+
+With a Qdrant server there is no desk: every process searches the server directly.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+import uuid
+from typing import Any, Literal
+
+import redis
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from lightmem_core import errors, factory
+from lightmem_core.models import MemoryEntry
+from lightmem_core.retrieval import Retriever
+from workers.names import Keys
+from workers.parts import WorkerParts
+
+log = logging.getLogger(__name__)
+_POLL_S = 1.0  # each blocking read is short: under the socket timeout, and stop() is noticed quickly
+_QUEUE_TTL_S = 3600  # an abandoned desk list (no store worker for an hour) goes away
+
+
+class DeskRequest(BaseModel):
+    """A search (``query`` given) or a listing of a user's entries (``entries``)."""
+
+    model_config = ConfigDict(extra="forbid")
+    kind: Literal["search", "entries"]
+    user_id: str = Field(min_length=1)
+    query: str | None = None
+    limit: int = Field(10, ge=1, le=1000)
+    strategy: str | None = None
+    filters: dict[str, Any] | None = None
+
+    @classmethod
+    def checked(cls, **fields: Any) -> DeskRequest:
+        """Validated at the asker: ``InvalidInput`` (a ``ValueError``) names the field."""
+        try:
+            return cls(**fields)
+        except ValidationError as exc:
+            raise errors.InvalidInput(_first_error(exc)) from None
+
+
+def hit_view(entry: MemoryEntry, score: float) -> dict[str, Any]:
+    """One search hit as the desk and the direct path return it."""
+    return {"id": entry.id, "score": score, "memory": entry.memory, "time_stamp": entry.time_stamp.isoformat(),
+            "weekday": entry.weekday, "speaker": entry.speaker, "source_ids": list(entry.source_ids)}
+
+
+def answer(retriever: Retriever, request: DeskRequest) -> list[dict[str, Any]]:
+    """The answer to one request, the same whoever runs it (desk thread or a direct search)."""
+    if request.kind == "entries":
+        return [e.model_dump(mode="json") for e in retriever.store.list_entries(request.user_id)]
+    hits = retriever.search(request.user_id, request.query or "", request.limit, request.filters, request.strategy)
+    return [hit_view(e, s) for e, s in hits]
+
+
+# --- the asker's side -------------------------------------------------------------------------------
+def ask(r: redis.Redis, keys: Keys, request: DeskRequest, timeout_s: float) -> list[dict[str, Any]]:
+    """Hand ``request`` to the store worker's desk and wait up to ``timeout_s`` for the answer.
+
+    Raises ``SearchTimeout`` when nobody answered in time (the request is withdrawn: it will not run
+    later), and the desk's own error (``InvalidInput`` for bad filters, ``StoreError``...) when it failed."""
+    rid = uuid.uuid4().hex
+    request_key, reply_key = keys.desk_request(rid), keys.desk_reply(rid)
+    pipe = r.pipeline(transaction=True)
+    pipe.set(request_key, request.model_dump_json(), px=max(1, int(timeout_s * 1000)))
+    pipe.lpush(keys.desk, rid)
+    pipe.expire(keys.desk, _QUEUE_TTL_S)
+    pipe.execute()
+    deadline = time.monotonic() + timeout_s
+    while (left := deadline - time.monotonic()) > 0:
+        got = r.blpop([reply_key], timeout=min(_POLL_S, max(left, 0.01)))
+        if got is not None:
+            return _unwrap(json.loads(got[1]))
+    if r.delete(request_key) == 0 and (got := r.blpop([reply_key], timeout=0.5)) is not None:
+        return _unwrap(json.loads(got[1]))  # taken at the last moment: its answer is on the way
+    raise errors.SearchTimeout(f"no store worker answered within {timeout_s:g} s (LIGHTMEM_SEARCH_TIMEOUT_S): "
+                               "is `lightmem worker store` running? The search was withdrawn.")
+
+
+def _unwrap(reply: dict[str, Any]) -> list[dict[str, Any]]:
+    if "error" in reply:
+        kind = getattr(errors, str(reply["error"].get("code")), None)
+        cls = kind if isinstance(kind, type) and issubclass(kind, errors.LightMemError) else errors.StoreError
+        raise cls(str(reply["error"].get("message")))
+    data: list[dict[str, Any]] = reply["ok"]
+    return data
+
+
+# --- the store worker's side ------------------------------------------------------------------------
+class SearchDesk:
+    """Reader threads in the store owner's process; started after its preflight, stopped with the worker."""
+
+    def __init__(self, parts: WorkerParts, threads: int) -> None:
+        self.parts = parts
+        self.keys = parts.state.keys
+        self.r = parts.state.r
+        self.threads = threads
+        self._stop = threading.Event()
+        self._workers: list[threading.Thread] = []
+        # Its own query embedder: the batch embedder is busy with index batches, and a tokenizer must not
+        # be shared between threads. The desk's threads share this one, one query at a time.
+        embedder = factory.build_embedder(parts.config)
+        self._embed_lock = threading.Lock()
+        self.retriever = Retriever.of(parts.components, parts.spec.retrieve_strategy,
+                                      embedder=_Locked(embedder, self._embed_lock) if embedder else None)
+
+    def start(self) -> None:
+        for n in range(self.threads):
+            thread = threading.Thread(target=self._serve, name=f"lightmem-desk-{n}", daemon=True)
+            thread.start()
+            self._workers.append(thread)
+        log.info("search desk: %d reader thread(s) answer searches beside index batches", self.threads)
+
+    def stop(self, timeout_s: float = 2.0) -> None:
+        self._stop.set()
+        for thread in self._workers:
+            thread.join(timeout_s)
+
+    def _serve(self) -> None:
+        failing = False
+        while not self._stop.is_set():
+            try:
+                self.serve_one(_POLL_S)
+                failing = False
+            except redis.RedisError as exc:  # Redis restarting: wait, then go on
+                if not failing:
+                    log.warning("search desk: Redis unavailable (%s); retrying", type(exc).__name__)
+                failing = True
+                self._stop.wait(1.0)
+
+    def serve_one(self, block_s: float) -> bool:
+        """Take one request (waiting up to ``block_s``) and answer it; False when none came or it expired."""
+        got = self.r.brpop([self.keys.desk], timeout=block_s)
+        if got is None:
+            return False
+        rid = got[1].decode() if isinstance(got[1], bytes) else str(got[1])
+        pipe = self.r.pipeline(transaction=True)
+        pipe.get(self.keys.desk_request(rid))
+        pipe.delete(self.keys.desk_request(rid))
+        raw, _ = pipe.execute()
+        if raw is None:  # its asker gave up: never run a search late
+            self.r.hincrby(self.keys.stats, "searches_expired", 1)
+            return False
+        started = time.perf_counter()
+        try:
+            reply: dict[str, Any] = {"ok": answer(self.retriever, DeskRequest.model_validate_json(raw))}
+        except ValidationError as exc:
+            reply = {"error": {"code": "InvalidInput", "message": _first_error(exc)}}
+        except errors.LightMemError as exc:
+            reply = {"error": {"code": type(exc).__name__, "message": str(exc)}}
+        except Exception as exc:  # a bug must not kill the reader: the asker gets the error's type
+            log.exception("search desk: %s answering a request", type(exc).__name__)
+            reply = {"error": {"code": "StoreError", "message": f"the store worker failed: {type(exc).__name__}"}}
+        pipe = self.r.pipeline(transaction=True)
+        pipe.lpush(self.keys.desk_reply(rid), json.dumps(reply))
+        pipe.expire(self.keys.desk_reply(rid), max(1, int(self.parts.settings.reply_ttl_s)))
+        pipe.hincrby(self.keys.stats, "searches_answered", 1)
+        pipe.execute()
+        log.debug("search desk: answered in %.1f ms", (time.perf_counter() - started) * 1000)
+        return True
+
+
+def _first_error(exc: ValidationError) -> str:
+    first = exc.errors()[0]
+    return f"{'.'.join(str(p) for p in first['loc']) or 'request'}: {first['msg']}"
+
+
+class _Locked:
+    """An embedder whose calls take a lock (the desk's threads share one model and tokenizer)."""
+
+    def __init__(self, inner: Any, lock: threading.Lock) -> None:
+        self._inner, self._lock = inner, lock
+        self.dims: int = inner.dims
+
+    def embed(self, texts: list[str]) -> list[list[float]]:
+        with self._lock:
+            result: list[list[float]] = self._inner.embed(texts)
+            return result
+
+
+_running: list[SearchDesk] = []
+
+
+def start_for_worker(sender: Any = None, instance: Any = None, **_: Any) -> None:
+    """``celeryd_after_setup`` (after the preflight): the worker that owns an embedded store opens its desk."""
+    from workers.app import get_parts
+    from workers.preflight import roles_of
+
+    parts = get_parts()
+    queues = list(instance.app.amqp.queues.consume_from) if instance is not None else []
+    if parts.settings.embedded_store and "store" in roles_of(queues, parts):
+        desk = SearchDesk(parts, parts.settings.search_threads)
+        desk.start()
+        _running.append(desk)
+
+
+def stop_for_worker(**_: Any) -> None:
+    """``worker_shutdown``: readers finish the request in hand."""
+    while _running:
+        _running.pop().stop()
