@@ -176,7 +176,8 @@ def build_retriever(config: BaseMemoryConfigs) -> Retriever:
     """What searching needs and nothing more (no history, no LLM): a process that only searches."""
     embedder = build_embedder(config)
     store = build_store(config, embedder.dims if embedder else 1)
-    return Retriever(store=store, embedder=embedder, bm25=build_bm25(config), strategy=config.retrieve_strategy)
+    return Retriever(store=store, embedder=embedder, bm25=build_bm25(config), strategy=config.retrieve_strategy,
+                     history=build_history(config))
 
 
 def build_components(config: BaseMemoryConfigs, embedder: Embedder | None = None) -> Components:

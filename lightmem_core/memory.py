@@ -163,11 +163,7 @@ class LightMemory:
         ``as_text=True`` gives LightMem's plain-string form, one ``date weekday: text`` line each.
         """
         # No lock: both stores answer searches concurrently with writes, so a search never waits for a drain.
-        hits = self._retriever.search(user_id, query, limit, filters)
-        results = [
-            RetrievedMemory(id=e.id, score=s, memory=e.memory, time_stamp=e.time_stamp, weekday=e.weekday, entry=e)
-            for e, s in hits
-        ]
+        results = self._retriever.retrieve(user_id, query, limit, filters)
         return "\n".join(r.as_line() for r in results) if as_text else results
 
     def get_all(self, user_id: str = "default") -> list[MemoryEntry]:

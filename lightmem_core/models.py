@@ -153,8 +153,19 @@ class MemoryEntry(BaseModel):
         return cls.model_validate(fields)
 
 
+class SourceMessage(BaseModel):
+    """An original message behind an entry, as the history store keeps it."""
+
+    id: str
+    session_id: str
+    role: str
+    speaker: str | None = None
+    content: str
+    time_stamp: datetime
+
+
 class RetrievedMemory(BaseModel):
-    """A retrieval result: the entry, its score and the strategy that found it."""
+    """A retrieval result: the entry, its score, and the original messages it comes from."""
 
     id: str
     score: float
@@ -162,6 +173,7 @@ class RetrievedMemory(BaseModel):
     time_stamp: datetime
     weekday: str
     entry: MemoryEntry
+    sources: list[SourceMessage] = Field(default_factory=list)
 
     def as_line(self) -> str:
         """LightMem's plain-string form: ``2025-01-10 Fri: text``."""

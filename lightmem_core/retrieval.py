@@ -1,7 +1,8 @@
 """Retrieval: the query's vectors by strategy, then the store's filtered search.
 
 ``LightMemory.retrieve``, the store worker's search desk and a producer searching a Qdrant server all
-search through a ``Retriever``.
+search through a ``Retriever``. ``retrieve`` adds to each hit the original messages it comes from (from
+the history store), so a caller sees what was said, by whom and when, beside the compressed entry.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from lightmem_core.config import Strategy
 from lightmem_core.embedders.base import Embedder
 from lightmem_core.embedders.bm25 import BM25Encoder, SparseVec
 from lightmem_core.errors import InvalidInput
-from lightmem_core.models import MemoryEntry
+from lightmem_core.history import HistoryStore
+from lightmem_core.models import MemoryEntry, RetrievedMemory, SourceMessage
 from lightmem_core.stores.base import MemoryStore
 
 QueryVectors = tuple[list[float] | None, SparseVec | None]
@@ -30,10 +32,11 @@ class Retriever:
     embedder: Embedder | None
     bm25: BM25Encoder | None
     strategy: Strategy
+    history: HistoryStore | None = None  # where the original messages are; None: results without them
 
     @classmethod
     def of(cls, c: Components, strategy: Strategy, embedder: Embedder | None = None) -> Retriever:
-        return cls(store=c.store, embedder=embedder or c.embedder, bm25=c.bm25, strategy=strategy)
+        return cls(store=c.store, embedder=embedder or c.embedder, bm25=c.bm25, strategy=strategy, history=c.history)
 
     def checked_strategy(self, strategy: str | None) -> Strategy:
         """``strategy`` (default: the configured one) if this configuration indexes what it searches."""
@@ -62,3 +65,18 @@ class Retriever:
         chosen = self.checked_strategy(strategy)
         dense, sparse = self.query_vectors(chosen, query)
         return self.store.search(user_id, chosen, dense, sparse, limit, filters)
+
+    def retrieve(self, user_id: str, query: str, limit: int, filters: dict[str, Any] | None = None,
+                 strategy: str | None = None) -> list[RetrievedMemory]:
+        """``search``'s hits as results that carry their original messages."""
+        hits = self.search(user_id, query, limit, filters, strategy)
+        originals = (self.history.messages_by_id(user_id, [i for e, _ in hits for i in e.source_ids])
+                     if self.history is not None and hits else {})
+        return [RetrievedMemory(id=e.id, score=s, memory=e.memory, time_stamp=e.time_stamp, weekday=e.weekday, entry=e,
+                                sources=[_source(originals[i]) for i in e.source_ids if i in originals])
+                for e, s in hits]
+
+
+def _source(row: dict[str, Any]) -> SourceMessage:
+    return SourceMessage(id=row["id"], session_id=row["session_id"], role=row["role"], speaker=row.get("speaker"),
+                         content=row["content"], time_stamp=row["time_stamp"])

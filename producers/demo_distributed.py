@@ -110,6 +110,8 @@ def run(producer: Any) -> None:
         print(f"\nQ ({user_id}): {question}" + (f"   [reference answer: {expected}]" if expected else ""))
         for hit in producer.search(user_id, question, limit=3):
             print(f"  {hit['time_stamp'][:10]} {hit['weekday']}: {hit['memory']}")
+            for source in hit["sources"]:
+                print(f"      said by {source['speaker'] or source['role']}: {source['content']}")
     print("\nlightmem stats:")
     for label, value in stats_table(producer.state.stats(), _llm_totals()):
         print(f"  {label:40s} {value:,.3f}" if value % 1 else f"  {label:40s} {value:,.0f}")

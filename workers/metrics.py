@@ -1,12 +1,16 @@
 """Prometheus metrics of a worker process: turns in, tokens before and after compression, entries,
-LLM calls and tokens, stage latencies, failures. Served on ``LIGHTMEM_METRICS_PORT`` (0: off), one
-port per worker process (``lightmem worker extract --metrics-port 9102``)."""
+LLM calls and tokens, stage latencies, failures, and the depth of every queue (read from Redis when
+scraped, so any one worker's endpoint shows the whole backlog). Served on ``LIGHTMEM_METRICS_PORT``
+(0: off), one port per worker process (``lightmem worker extract --metrics-port 9102``)."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Iterator
 
-from prometheus_client import Counter, Histogram, start_http_server
+from prometheus_client import REGISTRY, Counter, Histogram, start_http_server
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 log = logging.getLogger(__name__)
 
@@ -30,8 +34,33 @@ def observe(stats: dict[str, float]) -> None:
     ENTRIES.inc(stats.get("entries_stored", 0))
 
 
-def serve(port: int) -> None:
-    """Expose ``/metrics`` on ``port``; 0 leaves metrics off."""
+class QueueDepth(Collector):
+    """``lightmem_queue_depth{queue}``: messages waiting in each queue, and ``lightmem_queue_held``:
+    delivered to a worker and not yet acknowledged, read at scrape time."""
+
+    def __init__(self, depths: Callable[[], tuple[dict[str, int], dict[str, int]]]) -> None:
+        self._depths = depths
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        waiting = GaugeMetricFamily("lightmem_queue_depth", "Messages waiting in a queue", labels=["queue"])
+        held = GaugeMetricFamily("lightmem_queue_held", "Messages a worker holds (delivered, not acknowledged)",
+                                 labels=["queue"])
+        try:
+            queued, holding = self._depths()
+        except Exception:  # Redis down: the gauges are absent from this scrape, the endpoint still answers
+            log.debug("queue depth unavailable", exc_info=True)
+            return
+        for queue, n in sorted(queued.items()):
+            waiting.add_metric([queue], n)
+            held.add_metric([queue], holding.get(queue, 0))
+        yield waiting
+        yield held
+
+
+def serve(port: int, depths: Callable[[], tuple[dict[str, int], dict[str, int]]] | None = None) -> None:
+    """Expose ``/metrics`` on ``port`` (0 leaves metrics off), with the queue gauges when ``depths`` is given."""
     if port:
+        if depths is not None:
+            REGISTRY.register(QueueDepth(depths))
         start_http_server(port)
         log.info("Prometheus metrics on :%d/metrics", port)

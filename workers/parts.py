@@ -7,6 +7,7 @@ embedded mode nothing but the store worker may touch ``components`` (it opens th
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Callable
 from dataclasses import replace
@@ -27,7 +28,7 @@ from lightmem_core.tokens import count_tokens
 from lightmem_core.update.decision import UpdateDecider
 from workers.ratelimit import RedisCallRecorder, RedisRateLimiter
 from workers.redis_state import RedisState
-from workers.settings import DistributedSettings
+from workers.settings import QUEUES, DistributedSettings
 
 
 def redis_client(settings: DistributedSettings) -> redis.Redis:
@@ -102,3 +103,16 @@ class WorkerParts:
             built = factory.build_components(self.config)
         return replace(built, extractor=self.extractor, decider=self.decider)
 
+    def queue_depths(self) -> tuple[dict[str, int], dict[str, int]]:
+        """Messages waiting in each queue, and those delivered but not acknowledged (kombu's ``unacked``)."""
+        queues = [self.settings.queue(role) for role in QUEUES]
+        pipe = self.state.r.pipeline()
+        for queue in queues:
+            pipe.llen(queue)
+        pipe.hvals("unacked")
+        *lengths, held_raw = pipe.execute()
+        held: dict[str, int] = {}
+        for raw in held_raw:
+            queue = json.loads(raw)[2]
+            held[queue] = held.get(queue, 0) + 1
+        return dict(zip(queues, (int(n) for n in lengths), strict=True)), held

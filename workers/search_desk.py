@@ -31,7 +31,7 @@ import redis
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from lightmem_core import errors, factory
-from lightmem_core.models import MemoryEntry
+from lightmem_core.models import RetrievedMemory
 from lightmem_core.retrieval import Retriever
 from workers.names import Keys
 from workers.parts import WorkerParts
@@ -61,18 +61,21 @@ class DeskRequest(BaseModel):
             raise errors.InvalidInput(_first_error(exc)) from None
 
 
-def hit_view(entry: MemoryEntry, score: float) -> dict[str, Any]:
-    """One search hit as the desk and the direct path return it."""
-    return {"id": entry.id, "score": score, "memory": entry.memory, "time_stamp": entry.time_stamp.isoformat(),
-            "weekday": entry.weekday, "speaker": entry.speaker, "source_ids": list(entry.source_ids)}
+def hit_view(hit: RetrievedMemory) -> dict[str, Any]:
+    """One search result as the desk and the direct path return it: the entry's text and its original
+    messages (speaker, time, content)."""
+    e = hit.entry
+    return {"id": hit.id, "score": hit.score, "memory": hit.memory, "time_stamp": hit.time_stamp.isoformat(),
+            "weekday": hit.weekday, "speaker": e.speaker, "session_id": e.session_id, "topic_id": e.topic_id,
+            "source_ids": list(e.source_ids), "sources": [m.model_dump(mode="json") for m in hit.sources]}
 
 
 def answer(retriever: Retriever, request: DeskRequest) -> list[dict[str, Any]]:
     """The answer to one request, the same whoever runs it (desk thread or a direct search)."""
     if request.kind == "entries":
         return [e.model_dump(mode="json") for e in retriever.store.list_entries(request.user_id)]
-    hits = retriever.search(request.user_id, request.query or "", request.limit, request.filters, request.strategy)
-    return [hit_view(e, s) for e, s in hits]
+    hits = retriever.retrieve(request.user_id, request.query or "", request.limit, request.filters, request.strategy)
+    return [hit_view(h) for h in hits]
 
 
 # --- the asker's side -------------------------------------------------------------------------------

@@ -82,6 +82,17 @@ class HistoryStore:
             return self._query("SELECT * FROM messages WHERE user_id=? ORDER BY time_stamp, turn_index", (user_id,))
         return self._query("SELECT * FROM messages WHERE user_id=? AND session_id=? ORDER BY turn_index", (user_id, session_id))
 
+    def messages_by_id(self, user_id: str, ids: list[str]) -> dict[str, dict[str, Any]]:
+        """The stored messages of ``user_id`` among ``ids`` (the originals behind retrieved entries)."""
+        found: dict[str, dict[str, Any]] = {}
+        unique = list(dict.fromkeys(ids))
+        for start in range(0, len(unique), 500):
+            chunk = unique[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            rows = self._query(f"SELECT * FROM messages WHERE user_id=? AND id IN ({marks})", (user_id, *chunk))
+            found.update((r["id"], dict(r)) for r in rows)
+        return found
+
     def sessions(self, user_id: str) -> list[dict[str, Any]]:
         return self._query("SELECT * FROM sessions WHERE user_id=? ORDER BY time_stamp", (user_id,))
 

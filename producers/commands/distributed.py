@@ -27,10 +27,10 @@ def register(subparsers: Any) -> None:
     status.add_argument("tracking_id", nargs="?", help="one tracked item (the ids `enqueue` prints)")
     status.add_argument("--json", action="store_true", help="machine output, with the raw failure records")
     status.set_defaults(func=_status)
-    search = subparsers.add_parser("search", help="retrieve a user's memories (through the store worker)")
-    search.add_argument("user")
-    search.add_argument("query")
-    search.add_argument("--limit", type=int, default=5)
+    search = subparsers.add_parser("search", help="a user's memories nearest to a query, each with its original messages")
+    search.add_argument("user", help="the user id the memories belong to")
+    search.add_argument("query", help="what to look for")
+    search.add_argument("--limit", type=int, default=5, help="how many memories (default 5)")
     search.set_defaults(func=_search)
     update = subparsers.add_parser("update", help="the offline update for every user with new entries")
     update.add_argument("--now", action="store_true", required=True, help="run it now instead of waiting for beat")
@@ -145,6 +145,9 @@ def _search(args: argparse.Namespace) -> int:
         return 1
     for hit in hits:
         print(f"{hit['score']:.3f}  {hit['time_stamp'][:10]} {hit['weekday']}: {hit['memory']}")
+        for source in hit.get("sources", []):  # what was said, by whom and when
+            who = source.get("speaker") or source.get("role", "")
+            print(f"       {who} ({source['time_stamp'][:16].replace('T', ' ')}): {source['content']}")
     if not hits:
         print(f"no memory of {args.user!r} matches", file=sys.stderr)
     return 0

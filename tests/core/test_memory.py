@@ -45,6 +45,23 @@ def test_readme_session_finds_rex_first(make_memory, strategy: str) -> None:
     assert text.splitlines()[0] == "2025-01-10 Fri: My favorite ice cream flavor is pistachio, and my dog's name is Rex."
 
 
+def test_results_carry_their_original_messages(make_memory) -> None:
+    """Each result brings the messages it was made from, as they were said, with speaker and time, and
+    only those of the asking user."""
+    memory = make_memory()
+    _add_readme_session(memory)
+    memory.add_memory([{"role": "user", "content": "My dog is called Bolt.", "time_stamp": "2025-01-11",
+                        "speaker_name": "Bo"}], force_extract=True, user_id="other")
+    for result in memory.retrieve("What is the name of my dog?", limit=5):
+        assert [m.id for m in result.sources] == result.entry.source_ids
+        assert all(m.content and "Bolt" not in m.content for m in result.sources)
+    top = memory.retrieve("What is the name of my dog?", limit=1)[0]
+    assert [m.content for m in top.sources] == [README_SESSION["turns"][0][0]["content"]]
+    assert top.sources[0].role == "user" and top.sources[0].time_stamp.date().isoformat() == "2025-01-10"
+    bo = memory.retrieve("dog", limit=1, user_id="other")[0].sources[0]
+    assert bo.speaker == "Bo" and bo.content == "My dog is called Bolt."
+
+
 @pytest.mark.usefixtures("history_backend")
 def test_from_config_runs_the_readme_dictionary(memory_config) -> None:
     memory = LightMemory.from_config(memory_config(retrieve_strategy="hybrid"))

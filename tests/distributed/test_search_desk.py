@@ -75,6 +75,9 @@ def test_the_desk_takes_every_strategy_and_filter_and_names_bad_ones(cluster: Cl
         assert hits and all(h["score"] > 0 for h in hits), strategy
     one_day = cluster.producer.search(user, "hiking", limit=5, filters={"time_stamp": {"gte": "2025-03-02", "lt": "2025-03-03"}})
     assert [h["time_stamp"][:10] for h in one_day] == ["2025-03-02"]
+    # Each hit carries the original message it comes from, with its time and role.
+    assert [(m["content"], m["role"], m["time_stamp"][:10]) for m in one_day[0]["sources"]] == [
+        ("I bought new hiking boots.", "user", "2025-03-02")]
     with pytest.raises(InvalidInput, match="unknown operator"):
         cluster.producer.search(user, "hiking", filters={"time_stamp": {"after": "2025-03-01"}})
     with pytest.raises(InvalidInput, match="strategy"):

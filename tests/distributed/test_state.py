@@ -156,6 +156,33 @@ def test_workers_serve_prometheus_metrics(cluster: Cluster) -> None:
     assert entries and float(entries[0].split()[1]) >= 1
     extract = httpx.get(f"http://127.0.0.1:{cluster.metrics_ports['extract']}/metrics", timeout=10).text
     assert 'lightmem_llm_calls_total{outcome="ok",purpose="extraction"}' in extract
+    # Every worker's endpoint shows the depth of every queue (read from Redis at scrape time).
+    for role in ("compress", "update"):
+        text = httpx.get(f"http://127.0.0.1:{cluster.metrics_ports[role]}/metrics", timeout=10).text
+        depths = {line.split('"')[1]: float(line.split()[-1]) for line in text.splitlines()
+                  if line.startswith("lightmem_queue_depth{")}
+        assert set(depths) == {cluster.settings.queue(r) for r in ("compress", "extract", "store", "update")}, role
+        assert all(n >= 0 for n in depths.values())
+        assert "lightmem_queue_held{" in text
+
+
+def test_the_queue_gauges_report_what_redis_holds() -> None:
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from workers.metrics import QueueDepth
+
+    registry = CollectorRegistry()
+    registry.register(QueueDepth(lambda: ({"lm.compress": 3, "lm.store": 0}, {"lm.store": 1})))
+    text = generate_latest(registry).decode()
+    assert 'lightmem_queue_depth{queue="lm.compress"} 3.0' in text
+    assert 'lightmem_queue_held{queue="lm.store"} 1.0' in text and 'lightmem_queue_held{queue="lm.compress"} 0.0' in text
+
+    def broken() -> tuple[dict[str, int], dict[str, int]]:
+        raise ConnectionError("Redis down")
+
+    down = CollectorRegistry()
+    down.register(QueueDepth(broken))
+    assert "lightmem_queue_depth" not in generate_latest(down).decode()  # absent, and the scrape still answers
 
 
 def test_a_compress_task_killed_after_its_appends_and_run_again_does_not_report_indexed(

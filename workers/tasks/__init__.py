@@ -116,7 +116,8 @@ task_rejected.connect(_dead_letter)
 
 
 def _serve_metrics(**_: Any) -> None:
-    metrics.serve(get_parts().settings.metrics_port)
+    parts = get_parts()
+    metrics.serve(parts.settings.metrics_port, parts.queue_depths)
 
 
 worker_ready.connect(_serve_metrics)
