@@ -15,6 +15,20 @@ log = logging.getLogger(__name__)
 EXIT_PREFLIGHT = 3  # the worker's exit status when a check fails
 
 
+def pipeline_summary(config: Any) -> tuple[str, bool]:
+    """One line naming the pipeline this configuration runs, and whether it is the model-free one."""
+    compressor = config.pre_compressor.model_name if config.pre_compress and config.pre_compressor else "off"
+    if compressor == "entropy_compress" and config.pre_compressor.configs.entropy_config is not None:
+        compressor = f"entropy ({config.pre_compressor.configs.entropy_config.model_name})"
+    segmenter = config.topic_segmenter.model_name if config.topic_segment and config.topic_segmenter else "off"
+    llm = config.memory_manager.model_name
+    if llm != "verbatim" and config.memory_manager.configs is not None:
+        llm = f"{llm} {config.memory_manager.configs.model or '(default model)'}"
+    model_free = llm == "verbatim" and not compressor.startswith("llmlingua") and segmenter != "llmlingua-2"
+    line = f"compression {compressor}, topic segmentation {segmenter}, extraction {llm}"
+    return line, model_free
+
+
 def roles_of(queues: list[str], parts: WorkerParts) -> set[str]:
     """The roles whose queues a worker consumes."""
     return {role for role in QUEUES if parts.settings.queue(role) in queues}
@@ -48,3 +62,9 @@ def run_preflight(sender: Any = None, instance: Any = None, **_: Any) -> None:
         log.critical("worker %s cannot start: %s: %s", sender, type(exc).__name__, exc)
         raise SystemExit(EXIT_PREFLIGHT) from exc  # not an Exception: Celery's signal dispatch lets it through
     log.info("worker %s checked: %s", sender, ", ".join(checked))
+    line, model_free = pipeline_summary(parts.config)
+    if model_free:
+        log.warning("worker %s runs the MODEL-FREE pipeline (%s): no compression model and no LLM; "
+                    "set LIGHTMEM_CONFIG_FILE for the whole pipeline", sender, line)
+    else:
+        log.info("worker %s runs the pipeline: %s", sender, line)

@@ -39,3 +39,14 @@ def test_compose_file_validates() -> None:
     assert all(url.startswith("postgresql://") and "@postgres:5432/" in url for url in history.values())
     assert services["extract"]["depends_on"]["postgres"]["condition"] == "service_healthy"
     assert services["flower"]["environment"]["LIGHTMEM_FLOWER_BASIC_AUTH"] == "admin:s3cret"
+    # The whole pipeline by default: the config file with LLMLingua-2 and an LLM, the model folder mounted.
+    assert all(services[s]["environment"]["LIGHTMEM_CONFIG_FILE"] == "/app/configs/distributed.yaml"
+               for s in ("compress", "extract", "store", "update"))
+    assert any(v.endswith(":/models:ro") for v in services["compress"]["volumes"])
+    full = yaml.safe_load((ROOT / "configs" / "distributed.yaml").read_text())
+    model = full["pre_compressor"]["configs"]["llmlingua_config"]["model_name"]
+    assert full["pre_compress"] and full["topic_segment"] and model.startswith("/models/")
+    assert full["memory_manager"]["model_name"] == "openai"
+    free = config(FLOWER_BASIC_AUTH="a:b", LIGHTMEM_CONFIG_FILE="/app/configs/distributed-model-free.yaml")
+    assert yaml.safe_load(free.stdout)["services"]["extract"]["environment"]["LIGHTMEM_CONFIG_FILE"].endswith(
+        "distributed-model-free.yaml")

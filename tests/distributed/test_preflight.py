@@ -36,3 +36,21 @@ def test_healthy_workers_say_what_they_checked(cluster: Cluster) -> None:
     assert "checked: redis, compression models" in logs["compress"]
     assert "checked: redis, LLM" in logs["extract"]
     assert "store and embedder" in logs["store"]
+    # Each says which pipeline it runs (the test cluster: model-free compression, an LLM for extraction).
+    assert all("runs the pipeline: compression entropy (wordfreq)" in log and "extraction openai" in log
+               for log in logs.values()), logs["compress"][-2000:]
+
+
+def test_the_pipeline_line_warns_of_the_model_free_pipeline() -> None:
+    from pathlib import Path
+
+    import yaml
+
+    from lightmem_core import parse_config
+    from workers.preflight import pipeline_summary
+
+    configs = Path(__file__).resolve().parents[2] / "configs"
+    full, free = (parse_config(yaml.safe_load((configs / name).read_text())) for name in ("distributed.yaml", "distributed-model-free.yaml"))
+    assert pipeline_summary(full) == ("compression llmlingua-2, topic segmentation llmlingua-2, extraction openai gpt-4o-mini",
+                                      False)
+    assert pipeline_summary(free)[1] is True
