@@ -60,7 +60,7 @@ def add_locomo(memory: LightMemory) -> tuple[str, list[tuple[str, str, str]]] | 
     from producers.datasets import load_locomo
 
     conversation = load_locomo(path)[0]
-    for session in tqdm(conversation.sessions, desc=f"LoCoMo {conversation.user_id}", unit="session"):
+    for session in tqdm(conversation.sessions, desc=f"adding LoCoMo {conversation.user_id}", unit="session", disable=None):
         memory.add_memory(session.messages, force_segment=True, user_id=conversation.user_id, session_id=session.session_id)
     memory.flush(conversation.user_id)
     questions = [(conversation.user_id, q.question, str(q.answer)) for q in conversation.questions[:4]]

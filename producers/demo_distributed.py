@@ -43,7 +43,7 @@ def _sigterm(signum: int, frame: FrameType | None) -> None:
 def _wait(producer: Any, ids: list[str], turns: dict[str, int], timeout_s: float = 900) -> None:
     """A progress bar of indexed turns until every tracked session is indexed (or failed)."""
     deadline = time.monotonic() + timeout_s
-    with tqdm(total=sum(turns.values()), unit="turn", desc="indexed") as bar:
+    with tqdm(total=sum(turns.values()), unit="turn", desc="waiting for the workers: indexed", disable=None) as bar:
         while True:
             states = {t: producer.status(t).get("state") for t in ids}
             done = sum(turns[t] for t, s in states.items() if s in ("indexed", "failed"))
@@ -75,7 +75,7 @@ def _enqueue(producer: Any) -> tuple[list[str], dict[str, int], list[tuple[str, 
         conversation = load_locomo(path)[0]
         size = producer.settings.compress_batch_sessions
         batches = [conversation.sessions[i:i + size] for i in range(0, len(conversation.sessions), size)]
-        for batch in tqdm(batches, desc=f"enqueue LoCoMo {conversation.user_id}", unit="batch"):
+        for batch in tqdm(batches, desc=f"queueing LoCoMo {conversation.user_id}", unit="batch", disable=None):
             new = producer.enqueue_sessions([(conversation.user_id, s, s.session_id) for s in batch])
             ids += new
             turns.update({t: len(s.messages) for t, s in zip(new, batch, strict=True)})
@@ -135,7 +135,8 @@ def main() -> int:
         for role in ROLES:
             cluster.start(role, process_argv(role, settings))
         producer = MemoryProducer(settings)
-        print(f"Redis at {url}; starting workers {', '.join(ROLES)} (logs in {cluster.log_dir}) ...")
+        print(f"Redis at {url}; starting the workers {', '.join(ROLES)}: waiting while they load their models "
+              f"(logs in {cluster.log_dir}) ...", flush=True)
         wait_for_workers(producer.app, list(ROLES), timeout_s=120)
         run(producer)
         print(f"\ndone in {time.perf_counter() - start:.1f} s")

@@ -7,7 +7,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from lightmem_core.devices import resolve_device
+from lightmem_core.devices import quiet_loading_bars, resolve_device
 from lightmem_core.errors import ModelLoadError
 
 log = logging.getLogger(__name__)
@@ -42,6 +42,7 @@ class HuggingFaceEmbedder:
         device = str(kwargs.pop("device", device))
         self.device = resolve_device(device)
         try:
+            quiet_loading_bars()
             self._model = SentenceTransformer(path, device=self.device, local_files_only=True, model_kwargs=kwargs or None)
         except Exception as exc:  # translate whatever the loader raised, keep the cause
             raise ModelLoadError(f"cannot load a sentence-transformers model from {path}: {exc}") from exc

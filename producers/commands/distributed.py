@@ -83,7 +83,8 @@ def _enqueue(args: argparse.Namespace) -> int:
     size = args.batch_sessions or producer.settings.compress_batch_sessions
     sessions = [(c.user_id, s, s.session_id) for c in conversations for s in c.sessions]
     ids: list[str] = []
-    with tqdm(total=sum(len(s.messages) for _, s, _ in sessions), unit="turn", desc="enqueue") as bar:
+    # disable=None: no bar when stderr is not a terminal (a log file would get every refresh).
+    with tqdm(total=sum(len(s.messages) for _, s, _ in sessions), unit="turn", desc="queueing", disable=None) as bar:
         for start in range(0, len(sessions), size):
             chunk = sessions[start:start + size]
             ids += producer.enqueue_sessions(chunk)
@@ -113,7 +114,7 @@ def _wait_with_bar(producer: Any, ids: list[str], timeout_s: float) -> dict[str,
     from tqdm import tqdm
 
     deadline = time.monotonic() + timeout_s
-    with tqdm(total=len(ids), unit="session", desc="indexed") as bar:
+    with tqdm(total=len(ids), unit="session", desc="waiting for the workers: indexed", disable=None) as bar:
         while True:
             try:
                 return dict(producer.wait_indexed(ids, timeout_s=min(1.0, max(0.0, deadline - time.monotonic()))))

@@ -17,7 +17,7 @@ from typing import Any, Literal
 import numpy as np
 
 from lightmem_core.config import DEFAULT_FORCE_TOKENS
-from lightmem_core.devices import resolve_device
+from lightmem_core.devices import quiet_loading_bars, resolve_device
 from lightmem_core.errors import ModelLoadError
 from lightmem_core.sensory.compressors.base import CompressionResult
 from lightmem_core.sensory.compressors.batching import batch_token_cap, length_batches
@@ -51,6 +51,7 @@ class EntropyCompressor:
         self.rate = check_rate(rate)
         self.device = resolve_device(device)
         try:
+            quiet_loading_bars()
             self.tokenizer = AutoTokenizer.from_pretrained(model_path, local_files_only=True)
             model: Any = AutoModelForCausalLM.from_pretrained(
                 model_path, local_files_only=True, dtype=torch.float16 if self.device.startswith("cuda") else torch.float32)

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from lightmem_core.devices import resolve_device
+from lightmem_core.devices import quiet_loading_bars, resolve_device
 from lightmem_core.errors import ConfigError, ModelLoadError
 from lightmem_core.sensory.compressors.attention import Window, neighbour_attention
 from lightmem_core.sensory.compressors.batching import batch_token_cap, length_batches
@@ -50,6 +50,7 @@ class LinguaScorer:
 
         self.device = resolve_device(device)
         try:
+            quiet_loading_bars()
             self.tokenizer = AutoTokenizer.from_pretrained(model_path, local_files_only=True)
             model, info = AutoModelForTokenClassification.from_pretrained(
                 model_path, local_files_only=True, output_loading_info=True,
