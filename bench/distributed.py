@@ -10,9 +10,9 @@ one update. Sessions are enqueued one call each, users interleaved, each user fl
 
 During each distributed run a thread searches all the time (one ``MemoryProducer.search`` after another,
 a LoCoMo question of a random user, top 10): in embedded mode the store worker's search desk answers
-them beside its index batches. The store worker's busy share is the time its tasks ran (its
-``lightmem_stage_seconds`` metric) over the run's wall time: the share of the run in which the single
-store process was the step everything else waited for.
+them beside its index batches. A worker's busy share is the time its tasks ran (its
+``lightmem_stage_seconds`` metric) over the run's wall time: for the single store and compress processes,
+the share of the run in which that one process was a step the others may have waited for.
 ``python -m bench.distributed [N_CONVERSATIONS]``.
 """
 
@@ -109,7 +109,7 @@ class _Searcher(threading.Thread):
 
 
 def _busy_seconds(metrics_port: int) -> float:
-    """Seconds the store worker spent in tasks, from its Prometheus metrics."""
+    """Seconds a worker spent in tasks, from its Prometheus metrics."""
     with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10) as reply:
         text = reply.read().decode()
     return sum(float(v) for v in re.findall(r'^lightmem_stage_seconds_sum\{task="[^"]+"\} (\S+)$', text, re.M))
@@ -153,7 +153,7 @@ def distributed_run(conversations: list[Conversation], env: dict[str, str], work
     from workers.launch import LocalCluster, free_port, process_argv, wait_for_workers
     from workers.settings import DistributedSettings
 
-    store_metrics = free_port()
+    ports = {"compress": free_port(), "store": free_port()}  # their metrics: the busy shares
     run_env = {**env, "LIGHTMEM_MEMORY__HISTORY_DB_PATH": str(workdir / "history.db"),
                "LIGHTMEM_MEMORY__EMBEDDING_RETRIEVER__CONFIGS__PATH": str(workdir / "qdrant"),
                "LIGHTMEM_KEY_PREFIX": "bench"}
@@ -166,7 +166,7 @@ def distributed_run(conversations: list[Conversation], env: dict[str, str], work
         names = ["compress", "store", "update"] + [f"extract{i}" for i in range(extract_processes)]
         for role in ("compress", "store", "update"):
             cluster.start(role, process_argv(role, settings),
-                          env={"LIGHTMEM_METRICS_PORT": str(store_metrics)} if role == "store" else None)
+                          env={"LIGHTMEM_METRICS_PORT": str(ports[role])} if role in ports else None)
         for i in range(extract_processes):
             cluster.start(f"extract{i}", process_argv("extract", settings, name=f"extract{i}", concurrency=EXTRACT_THREADS))
         producer = MemoryProducer(settings)
@@ -175,7 +175,7 @@ def distributed_run(conversations: list[Conversation], env: dict[str, str], work
         watcher.start()
         latencies: list[float] = []
         order = _interleaved(conversations)
-        busy_before = _busy_seconds(store_metrics)
+        busy_before = {role: _busy_seconds(port) for role, port in ports.items()}
         searcher = _Searcher(MemoryProducer(settings), conversations)
         start = time.perf_counter()
         searcher.start()
@@ -192,7 +192,7 @@ def distributed_run(conversations: list[Conversation], env: dict[str, str], work
         searcher.stop.set()
         searcher.join(30)
         searcher.producer.close()
-        busy = _busy_seconds(store_metrics) - busy_before
+        busy = {role: _busy_seconds(port) - busy_before[role] for role, port in ports.items()}
         time.sleep(0.1)
         watcher.stop.set()
         watcher.join()
@@ -209,7 +209,8 @@ def distributed_run(conversations: list[Conversation], env: dict[str, str], work
             "ready_p50_s": percentile(to_ready, 50), "ready_p95_s": percentile(to_ready, 95),
             "search_p50_ms": percentile(searcher.latencies, 50) * 1000,
             "search_p95_ms": percentile(searcher.latencies, 95) * 1000, "searches": len(searcher.latencies),
-            "search_errors": searcher.errors, "store_busy": busy / elapsed}
+            "search_errors": searcher.errors, "store_busy": busy["store"] / elapsed,
+            "compress_busy": busy["compress"] / elapsed}
 
 
 def enqueue_idle(conversations: list[Conversation], workdir: Path) -> dict[str, float]:
@@ -269,17 +270,19 @@ def _table(conversations: list[Conversation], baseline: dict[str, float], rows: 
         "on both sides, so the figures show the pipeline and the LLM overlap, not MiniLM on this CPU.",
         "",
         "| setup | LLM calls | seconds | turns/s | × LightMemory | × 1 extract proc | enqueue p50 / p99 (ms) "
-        "| enqueue → retrievable p50 / p95 (s) | search during ingestion p50 / p95 (ms), count | store busy |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| enqueue → retrievable p50 / p95 (s) | search during ingestion p50 / p95 (ms), count | store busy "
+        "| compress busy |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
         f"| LightMemory, one process | {baseline['llm_calls']:.0f} | {baseline['seconds']:.1f} | "
-        f"{baseline['turns_per_s']:.1f} | 1.0 | – | – | – | – | – |",
+        f"{baseline['turns_per_s']:.1f} | 1.0 | – | – | – | – | – | – |",
     ]
     for n, r in rows.items():
         lines.append(
             f"| {n} extract process{'es' if n > 1 else ''} | {r['llm_calls']:.0f} | {r['seconds']:.1f} | "
             f"{r['turns_per_s']:.1f} | {r['turns_per_s'] / baseline['turns_per_s']:.1f} | {r['turns_per_s'] / one:.1f} | "
             f"{r['enqueue_p50_ms']:.2f} / {r['enqueue_p99_ms']:.2f} | {r['ready_p50_s']:.1f} / {r['ready_p95_s']:.1f} | "
-            f"{r['search_p50_ms']:.1f} / {r['search_p95_ms']:.1f}, {r['searches']:.0f}{_failed(r)} | {r['store_busy']:.0%} |"
+            f"{r['search_p50_ms']:.1f} / {r['search_p95_ms']:.1f}, {r['searches']:.0f}{_failed(r)} | {r['store_busy']:.0%} | "
+            f"{r['compress_busy']:.0%} |"
         )
     lines += ["", f"Enqueue latency with no worker competing for the CPU (Redis and the producer only): "
                   f"p50 {idle['p50_ms']:.2f} ms, p99 {idle['p99_ms']:.2f} ms."]
