@@ -16,7 +16,13 @@ with that HTTP status) until it is set to ``null``, and
 unscripted answers, and ``{"faults": {"rate": 0.2, "seed": 7, "kinds": ["429", "500", "timeout",
 "broken_json"], "timeout_s": 5}}`` answers that share of unscripted chat requests with a fault drawn
 from ``kinds`` (``timeout``: the answer comes after ``timeout_s``; ``null`` turns faults off). It
-answers the current settings, with ``faults_served`` counted per kind.
+answers the current settings, with ``faults_served`` counted per kind, ``answered`` (chat requests
+answered with 200) and ``repeated`` (those whose exact model and messages had been answered with 200
+before: the calls a reply cache would have saved).
+
+Like OpenAI's automatic prompt caching and vLLM's prefix caching, the server reports
+``usage.prompt_tokens_details.cached_tokens``: the tokens of the longest run of leading messages that
+an earlier request to the same model began with (the fixed system prompt, once it was seen).
 
 In a test::
 
@@ -145,6 +151,10 @@ def _extraction(user: str, keywords: bool, summaries: bool) -> dict[str, Any]:
     return reply
 
 
+def _digest(model: Any, messages: list[Any]) -> str:
+    return hashlib.sha256(json.dumps([model, messages], sort_keys=True).encode("utf-8")).hexdigest()
+
+
 def _purpose(body: dict[str, Any]) -> str:
     messages = body.get("messages", [])
     system = next((m["content"] for m in messages if m["role"] == "system"), "")
@@ -167,6 +177,9 @@ class ScriptedLLMServer:
         self.faults_served: dict[str, int] = {}
         self.requests: list[dict[str, Any]] = []  # chat request bodies, in arrival order
         self.statuses: list[int] = []  # the status answered to each chat request
+        self.answered: set[str] = set()  # digests of the (model, messages) answered with 200
+        self.repeated = 0  # 200 answers to a (model, messages) answered with 200 before
+        self._prefixes: set[str] = set()  # digests of the leading message runs of every request seen
         self._steps: deque[Step] = deque()
         self._lock = threading.Lock()
         self._stopping = threading.Event()
@@ -248,10 +261,26 @@ class ScriptedLLMServer:
             "id": f"chatcmpl-{len(self.requests)}", "object": "chat.completion", "created": 0, "model": body.get("model"),
             "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": text}}],
         }
+        cached = self._seen_prefix_tokens(body)
         if step.usage:
             prompt, completion = count_prompt_tokens(body.get("messages", [])), count_tokens(text)
-            reply["usage"] = {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+            reply["usage"] = {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion,
+                              "prompt_tokens_details": {"cached_tokens": cached}}
         return 200, headers, json.dumps(reply)
+
+    def _seen_prefix_tokens(self, body: dict[str, Any]) -> int:
+        """Count an answered request, and the tokens of its longest leading run of messages seen before."""
+        messages = list(body.get("messages", []))
+        digests = [_digest(body.get("model"), messages[:n]) for n in range(1, len(messages) + 1)]
+        with self._lock:
+            if digests and digests[-1] in self.answered:
+                self.repeated += 1
+            self.answered.update(digests[-1:])
+            seen = 0
+            while seen < len(digests) and digests[seen] in self._prefixes:
+                seen += 1
+            self._prefixes.update(digests)
+        return sum(count_tokens(str(m.get("content", ""))) + 4 for m in messages[:seen])
 
     def embeddings(self, body: dict[str, Any]) -> tuple[int, dict[str, str], str]:
         texts = body["input"] if isinstance(body["input"], list) else [body["input"]]
@@ -279,7 +308,8 @@ class ScriptedLLMServer:
             self.update_actions = body["update_actions"]
         state = {"pending_steps": self.pending(), "fail_marker": self.fail_marker, "fail_status": self.fail_status,
                  "update_actions": self.update_actions, "requests": len(self.requests), "delay_s": self.delay_s,
-                 "faults_served": dict(self.faults_served)}
+                 "faults_served": dict(self.faults_served), "answered": len(self.answered) + self.repeated,
+                 "repeated": self.repeated}
         return 200, {}, json.dumps(state)
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:

@@ -19,7 +19,9 @@ TOKENS_ORIGINAL = Counter("lightmem_tokens_original", "Tokens of the extraction 
 TOKENS_COMPRESSED = Counter("lightmem_tokens_compressed", "Tokens of the extraction roles after compression")
 ENTRIES = Counter("lightmem_entries_stored", "Memory entries upserted")
 LLM_CALLS = Counter("lightmem_llm_calls", "LLM calls (every attempt)", ["purpose", "outcome"])
-LLM_TOKENS = Counter("lightmem_llm_tokens", "LLM tokens", ["kind"])
+LLM_TOKENS = Counter("lightmem_llm_tokens", "LLM tokens (kind: prompt, completion, cached: prompt tokens the "
+                     "provider served from its prefix cache)", ["kind"])
+LLM_CACHE_HITS = Counter("lightmem_llm_cache_hits", "Replies replayed from the call cache (no LLM call)", ["purpose"])
 STAGE_SECONDS = Histogram("lightmem_stage_seconds", "Task latency by task name", ["task"],
                           buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300))
 FAILURES = Counter("lightmem_failures", "Tasks failed for good (recorded with their reason)", ["task"])

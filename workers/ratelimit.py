@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 import redis
 
+from lightmem_core.llm.base import CACHE_HIT
 from workers import metrics
 
 # KEYS[1]: window (sorted set: member "id:tokens", score = send time in s); ARGV: rpm, tpm, tokens, id.
@@ -60,7 +61,8 @@ class RedisRateLimiter:
 
 
 class RedisCallRecorder:
-    """Adds every LLM call to the shared counters that ``lightmem stats`` reads."""
+    """Adds every LLM call to the shared counters that ``lightmem stats`` reads; a reply replayed from
+    the call cache is counted apart (``llm_cache_hits``), never as a call."""
 
     def __init__(self, client: redis.Redis, key: str) -> None:
         self.r = client
@@ -68,15 +70,23 @@ class RedisCallRecorder:
 
     def record_llm_call(self, user_id: str | None, session_id: str | None, purpose: str, model: str | None,
                         prompt_tokens: int, completion_tokens: int, latency_s: float, outcome: str,
-                        error: str | None = None) -> None:
+                        error: str | None = None, cached_tokens: int = 0) -> None:
+        pipe = self.r.pipeline()
+        if outcome == CACHE_HIT:
+            metrics.LLM_CACHE_HITS.labels(purpose).inc()
+            pipe.hincrbyfloat(self.key, "llm_cache_hits", 1)
+            pipe.hincrbyfloat(self.key, "llm_cache_saved_tokens", prompt_tokens + completion_tokens)
+            pipe.execute()
+            return
         metrics.LLM_CALLS.labels(purpose, outcome).inc()
         metrics.LLM_TOKENS.labels("prompt").inc(prompt_tokens)
         metrics.LLM_TOKENS.labels("completion").inc(completion_tokens)
-        pipe = self.r.pipeline()
+        metrics.LLM_TOKENS.labels("cached").inc(cached_tokens)
         pipe.hincrbyfloat(self.key, "llm_calls", 1)
         pipe.hincrbyfloat(self.key, f"llm_calls_{purpose}", 1)
         pipe.hincrbyfloat(self.key, "llm_prompt_tokens", prompt_tokens)
         pipe.hincrbyfloat(self.key, "llm_completion_tokens", completion_tokens)
+        pipe.hincrbyfloat(self.key, "llm_cached_tokens", cached_tokens)
         pipe.hincrbyfloat(self.key, "llm_latency_s", latency_s)
         if outcome != "ok":
             pipe.hincrbyfloat(self.key, "llm_errors", 1)

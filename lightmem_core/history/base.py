@@ -45,5 +45,8 @@ class Database(Protocol):
     def primary_key(self, conn: Connection, table: str) -> list[str]:
         """The primary-key columns of ``table`` in key order; ``[]`` when there is no such table."""
 
+    def columns(self, conn: Connection, table: str) -> list[str]:
+        """The columns of ``table``; ``[]`` when there is no such table."""
+
     def close(self) -> None:
         """Close every connection."""

@@ -34,6 +34,8 @@ _PRIMARY_KEY = (
     "SELECT a.attname AS name FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)"
     " WHERE i.indrelid = to_regclass(?) AND i.indisprimary ORDER BY array_position(i.indkey::int2[], a.attnum)"
 )
+_COLUMNS = ("SELECT column_name AS name FROM information_schema.columns WHERE table_schema = current_schema()"
+            " AND table_name = ? ORDER BY ordinal_position")
 
 
 def describe(url: str) -> tuple[str, str | None]:
@@ -134,6 +136,9 @@ class PostgresDatabase:
 
     def primary_key(self, conn: Connection, table: str) -> list[str]:
         return [r["name"] for r in conn.execute(_PRIMARY_KEY, (table,))]
+
+    def columns(self, conn: Connection, table: str) -> list[str]:
+        return [r["name"] for r in conn.execute(_COLUMNS, (table,))]
 
     def close(self) -> None:
         self._pool.close()

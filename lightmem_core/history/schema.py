@@ -29,7 +29,7 @@ CREATE TABLE IF NOT EXISTS counters (
 CREATE TABLE IF NOT EXISTS llm_calls (
     id INTEGER PRIMARY KEY AUTOINCREMENT, user_id TEXT, session_id TEXT, purpose TEXT NOT NULL, model TEXT,
     prompt_tokens INTEGER NOT NULL, completion_tokens INTEGER NOT NULL, latency_s REAL NOT NULL,
-    outcome TEXT NOT NULL, error TEXT, created_at REAL NOT NULL);
+    outcome TEXT NOT NULL, error TEXT, created_at REAL NOT NULL, cached_tokens INTEGER NOT NULL DEFAULT 0);
 CREATE TABLE IF NOT EXISTS failed_batches (
     id INTEGER PRIMARY KEY AUTOINCREMENT, user_id TEXT NOT NULL, purpose TEXT NOT NULL, payload TEXT NOT NULL,
     raw_reply TEXT, reason TEXT NOT NULL, created_at REAL NOT NULL, resolved_at REAL);
@@ -57,6 +57,7 @@ def create(db: Database) -> None:
         scope_message_ids_per_user(db, conn)
         for statement in statements(db, SCHEMA):
             conn.execute(statement)
+        count_cached_tokens(db, conn)
 
 
 def scope_message_ids_per_user(db: Database, conn: Connection) -> None:
@@ -69,3 +70,9 @@ def scope_message_ids_per_user(db: Database, conn: Connection) -> None:
     conn.execute("INSERT INTO messages_by_user SELECT * FROM messages")
     conn.execute("DROP TABLE messages")
     conn.execute("ALTER TABLE messages_by_user RENAME TO messages")
+
+
+def count_cached_tokens(db: Database, conn: Connection) -> None:
+    """Databases written before provider-side prompt caching was recorded have no ``cached_tokens``."""
+    if "cached_tokens" not in db.columns(conn, "llm_calls"):
+        conn.execute("ALTER TABLE llm_calls ADD COLUMN cached_tokens INTEGER NOT NULL DEFAULT 0")

@@ -82,6 +82,9 @@ class SQLiteDatabase:
         columns = [r for r in conn.execute(f"PRAGMA table_info({table})") if r["pk"]]
         return [r["name"] for r in sorted(columns, key=lambda r: r["pk"])]
 
+    def columns(self, conn: Connection, table: str) -> list[str]:
+        return [r["name"] for r in conn.execute(f"PRAGMA table_info({table})")]
+
     def close(self) -> None:
         with self._lock:
             self._conn.raw.close()

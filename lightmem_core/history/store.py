@@ -16,6 +16,7 @@ from typing import Any
 from lightmem_core.history import schema
 from lightmem_core.history.base import Connection, Database, Row
 from lightmem_core.history.sqlite import SQLiteDatabase
+from lightmem_core.llm.base import CACHE_HIT
 from lightmem_core.models import Message
 
 GLOBAL_SCOPE = "*"
@@ -170,21 +171,31 @@ class HistoryStore:
     # --- LLM accounting and failures --------------------------------------------------------------
     def record_llm_call(self, user_id: str | None, session_id: str | None, purpose: str, model: str | None,
                         prompt_tokens: int, completion_tokens: int, latency_s: float, outcome: str,
-                        error: str | None = None) -> None:
+                        error: str | None = None, cached_tokens: int = 0) -> None:
         self._query(
             "INSERT INTO llm_calls (user_id,session_id,purpose,model,prompt_tokens,completion_tokens,latency_s,"
-            "outcome,error,created_at) VALUES (?,?,?,?,?,?,?,?,?,?)",
-            (user_id, session_id, purpose, model, prompt_tokens, completion_tokens, latency_s, outcome, error, time.time()),
+            "outcome,error,created_at,cached_tokens) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+            (user_id, session_id, purpose, model, prompt_tokens, completion_tokens, latency_s, outcome, error, time.time(),
+             cached_tokens),
         )
 
     def llm_totals(self, user_id: str | None = None, session_id: str | None = None) -> dict[str, float]:
-        """Calls, prompt and completion tokens and latency of LLM calls, for one user and/or session or all."""
+        """LLM calls with their prompt, completion and provider-cached prompt tokens and latency, and the
+        replies replayed from the call cache (``cache_hits``, not calls) with the tokens they saved; for
+        one user and/or session, or all."""
         clauses = [(c, v) for c, v in (("user_id=?", user_id), ("session_id=?", session_id)) if v is not None]
         where = f"WHERE {' AND '.join(c for c, _ in clauses)}" if clauses else ""
         args: tuple[Any, ...] = tuple(v for _, v in clauses)
+        called = f"outcome <> '{CACHE_HIT}'"
         row = self._query(
-            "SELECT COUNT(*) AS calls, COALESCE(SUM(prompt_tokens),0) AS prompt_tokens, "
-            f"COALESCE(SUM(completion_tokens),0) AS completion_tokens, COALESCE(SUM(latency_s),0) AS latency_s FROM llm_calls {where}",
+            f"SELECT COALESCE(SUM(CASE WHEN {called} THEN 1 ELSE 0 END),0) AS calls, "
+            f"COALESCE(SUM(CASE WHEN {called} THEN prompt_tokens ELSE 0 END),0) AS prompt_tokens, "
+            f"COALESCE(SUM(CASE WHEN {called} THEN completion_tokens ELSE 0 END),0) AS completion_tokens, "
+            f"COALESCE(SUM(CASE WHEN {called} THEN latency_s ELSE 0 END),0) AS latency_s, "
+            f"COALESCE(SUM(CASE WHEN {called} THEN cached_tokens ELSE 0 END),0) AS cached_tokens, "
+            f"COALESCE(SUM(CASE WHEN {called} THEN 0 ELSE 1 END),0) AS cache_hits, "
+            f"COALESCE(SUM(CASE WHEN {called} THEN 0 ELSE prompt_tokens + completion_tokens END),0) AS cache_saved_tokens "
+            f"FROM llm_calls {where}",
             args,
         )[0]
         return {k: float(v) for k, v in row.items()}

@@ -1,8 +1,10 @@
 """Cost accounting, written once around any ``LLMClient``: every attempt goes into the history store.
 
 Each row holds the purpose, user and session from the call's ``CallTag``, prompt and completion
-tokens (the API's usage, or counted locally when the server gives none), latency, model and outcome.
-Put it inside ``RetryingClient`` so that failed attempts are counted too.
+tokens (the API's usage, or counted locally when the server gives none), the prompt tokens the
+provider served from its prefix cache, latency, model and outcome. Put it inside ``RetryingClient``
+so that failed attempts are counted too. A reply replayed by ``CachingClient`` is recorded with the
+outcome ``base.CACHE_HIT``: it is not an LLM call, and the totals keep it apart.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ class CallRecorder(Protocol):
 
     def record_llm_call(self, user_id: str | None, session_id: str | None, purpose: str, model: str | None,
                         prompt_tokens: int, completion_tokens: int, latency_s: float, outcome: str,
-                        error: str | None = None) -> None: ...
+                        error: str | None = None, cached_tokens: int = 0) -> None: ...
 
 
 class AccountingClient:
@@ -42,5 +44,5 @@ class AccountingClient:
                                           "error", f"{type(exc).__name__}: {exc}")
             raise
         self.recorder.record_llm_call(tag.user_id, tag.session_id, tag.purpose, reply.model, reply.prompt_tokens,
-                                      reply.completion_tokens, reply.latency_s, "ok")
+                                      reply.completion_tokens, reply.latency_s, "ok", cached_tokens=reply.cached_tokens)
         return reply

@@ -12,6 +12,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Protocol, TypedDict
 
+# The accounting outcome of a reply replayed from the call cache: no request was sent, so it is no LLM call.
+CACHE_HIT = "cache_hit"
+
 
 class ChatMessage(TypedDict):
     """One chat message as the OpenAI API takes it."""
@@ -40,6 +43,9 @@ class LLMReply:
         latency_s: Wall time of the request.
         model: The model that answered.
         usage_reported: Whether the server reported usage (False: the counts are local).
+        cached_tokens: Prompt tokens the provider served from its prefix cache
+            (``usage.prompt_tokens_details.cached_tokens``; 0 when it reports none).
+        from_cache: True when ``CachingClient`` replayed the reply instead of calling the model.
     """
 
     text: str
@@ -48,6 +54,8 @@ class LLMReply:
     latency_s: float
     model: str
     usage_reported: bool = True
+    cached_tokens: int = 0
+    from_cache: bool = False
 
 
 class LLMClient(Protocol):

@@ -97,7 +97,10 @@ class OpenAICompatClient:
         log.debug("LLM reply from %s: %s", self.backend, text)
         usage = reply.usage
         if usage is not None:
-            return LLMReply(text, usage.prompt_tokens, usage.completion_tokens, latency, reply.model or self.model)
+            details = usage.prompt_tokens_details  # OpenAI, vLLM, DeepSeek...: the prompt prefix served from cache
+            cached = int(details.cached_tokens or 0) if details is not None else 0
+            return LLMReply(text, usage.prompt_tokens, usage.completion_tokens, latency, reply.model or self.model,
+                            cached_tokens=cached)
         return LLMReply(text, count_prompt_tokens(messages), count_tokens(text), latency, reply.model or self.model,
                         usage_reported=False)
 

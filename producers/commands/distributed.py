@@ -182,10 +182,13 @@ def _retry(args: argparse.Namespace) -> int:
 
 
 def stats_table(stats: dict[str, float], llm: dict[str, float]) -> list[tuple[str, float]]:
-    """``lightmem stats`` rows; LLM figures from the workers' Redis counters, else from the history."""
-    if stats.get("llm_calls"):
-        llm = {"calls": stats["llm_calls"], "prompt_tokens": stats.get("llm_prompt_tokens", 0.0),
-               "completion_tokens": stats.get("llm_completion_tokens", 0.0)}
+    """``lightmem stats`` rows; LLM figures from the workers' Redis counters, else from the history.
+
+    Cached prompt tokens are those the provider served from its prefix cache (reported per call);
+    call-cache replays are replies ``kv_cache`` gave back without calling the model at all."""
+    if stats.get("llm_calls") or stats.get("llm_cache_hits"):
+        llm = {key: stats.get(f"llm_{key}", 0.0)
+               for key in ("calls", "prompt_tokens", "completion_tokens", "cached_tokens", "cache_hits")}
     turns = stats.get("messages_in", 0.0)
     original = stats.get("tokens_original", 0.0)
     per_k = 1000.0 / turns if turns else 0.0
@@ -198,6 +201,8 @@ def stats_table(stats: dict[str, float], llm: dict[str, float]) -> list[tuple[st
         ("LLM calls per 1,000 turns", llm.get("calls", 0.0) * per_k),
         ("LLM prompt tokens per 1,000 turns", llm.get("prompt_tokens", 0.0) * per_k),
         ("LLM completion tokens per 1,000 turns", llm.get("completion_tokens", 0.0) * per_k),
+        ("LLM prompt tokens cached by the provider", llm.get("cached_tokens", 0.0)),
+        ("LLM replies replayed from the call cache", llm.get("cache_hits", 0.0)),
         ("batches extracted", stats.get("batches", 0.0)),
         ("failures", stats.get("failures", 0.0)),
     ]

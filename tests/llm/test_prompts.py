@@ -64,3 +64,36 @@ def test_update_reply_rules() -> None:
         update.parse('{"action": "update"}', data)
     system, user = update.render(data)
     assert "[c1] 2025-01-02: y" in user["content"] and '"action"' in system["content"]
+
+
+def _common_prefix(a: str, b: str) -> str:
+    n = 0
+    while n < min(len(a), len(b)) and a[n] == b[n]:
+        n += 1
+    return a[:n]
+
+
+@pytest.mark.parametrize("metadata,summary", [(False, False), (True, True)])
+def test_extraction_calls_share_their_fixed_part_byte_for_byte(metadata: bool, summary: bool) -> None:
+    """Provider-side prefix caching (OpenAI, vLLM) hits only when the fixed part (system prompt,
+    instructions, schema) comes first and is byte-identical across calls; the input comes after it."""
+    client = ScriptedClient(respond=lambda _: '{"facts": []}')
+    extractor = LLMExtractor(client, {"user"}, metadata=metadata, summary=summary)
+    extractor.extract(SEGMENTS[:1])
+    extractor.extract(SEGMENTS[1:])
+    first, second = client.calls
+    assert first[0] == second[0] and first[0]["role"] == "system"  # the whole system message is fixed
+    assert "Lyon" not in first[0]["content"] and "sister" not in second[0]["content"]  # no input in it
+    sent = [json.dumps(call) for call in client.calls]
+    assert len(_common_prefix(*sent)) > len(json.dumps(first[0]))  # the input only after the fixed part
+
+
+def test_update_calls_share_their_fixed_part_byte_for_byte() -> None:
+    def data(target: str, candidate: str) -> update.UpdateInput:
+        return update.UpdateInput(target=update.PromptMemory(ref="t", time="2025-01-01 09:00 Wed", text=target),
+                                  candidates=[update.PromptMemory(ref="c1", time="2025-01-02 09:00 Thu", text=candidate)])
+
+    first = update.render(data("Ann lives in Lyon.", "Ann moved to Paris."))
+    second = update.render(data("Bob plays chess.", "Bob won a chess cup."))
+    assert first[0] == second[0] and first[0]["role"] == "system"
+    assert "Lyon" not in first[0]["content"] and "chess" not in second[0]["content"]

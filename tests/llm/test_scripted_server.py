@@ -91,3 +91,20 @@ def test_control_switches_mixed_updates_and_a_fail_marker_from_another_process()
             decider.decide(targets[0], newer)
         control(server.base_url, fail_marker=None)
         assert decider.decide(targets[0], newer) == decisions[0]
+
+
+def test_a_repeated_prefix_is_reported_cached_and_repeats_are_counted(llm_server: ScriptedLLMServer) -> None:
+    """Like OpenAI's and vLLM's prefix caches: leading messages seen before come back as cached tokens."""
+    from lightmem_core.config import LLMConfig
+    from lightmem_core.llm.openai_compat import OpenAICompatClient, count_prompt_tokens
+
+    client = OpenAICompatClient("openai", LLMConfig(api_key="k", base_url=llm_server.base_url, max_retries=0))
+    system, user = EXTRACTION_PROMPT
+    first = client.complete([system, user])
+    other = client.complete([system, {"role": "user", "content": "Topic 1:\n[m1] 2025-01-02 09:00 Thu Ann: Hi."}])
+    again = client.complete([system, user])
+    assert first.cached_tokens == 0  # nothing seen yet
+    assert other.cached_tokens == count_prompt_tokens([system]) - 3  # the system prompt only
+    assert again.cached_tokens == again.prompt_tokens - 3  # every message (not the reply's priming)
+    state = llm_server.control({})[2]
+    assert json.loads(state)["answered"] == 3 and json.loads(state)["repeated"] == 1
