@@ -60,3 +60,16 @@ class ExtractionParseError(LightMemError):
 
 class StoreError(LightMemError):
     """Raised when the vector store refuses an operation (wrong dimensions, a locked folder)."""
+
+
+class NotFound(LightMemError):
+    """Raised when an entry, its history or a tracked item does not exist for the user who asked (an entry
+    of another user is not found either)."""
+
+
+class AccessDenied(LightMemError):
+    """Raised when an API key may not touch the user a request names (the HTTP API's 403)."""
+
+
+class Unauthenticated(AccessDenied):
+    """Raised when a request carries no API key, or one that is not configured (the HTTP API's 401)."""

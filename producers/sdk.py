@@ -36,6 +36,7 @@ from workers.messages import (
     DrainPayload,
     RetryPayload,
     SessionItem,
+    UpdatePayload,
     checked,
     send,
 )
@@ -214,6 +215,55 @@ class MemoryProducer:
     def entries(self, user_id: str, timeout_s: float | None = None) -> list[dict[str, Any]]:
         """Every entry of a user (as ``search`` reaches the store)."""
         return self._ask(DeskRequest.checked(kind="entries", user_id=user_id), timeout_s)
+
+    def get_entry(self, user_id: str, entry_id: str, timeout_s: float | None = None) -> dict[str, Any]:
+        """One entry of ``user_id``; ``NotFound`` when it does not exist or is another user's."""
+        return self._ask(DeskRequest.checked(kind="get", user_id=user_id, entry_id=entry_id), timeout_s)[0]
+
+    def delete_entry(self, user_id: str, entry_id: str, timeout_s: float | None = None) -> dict[str, Any]:
+        """Delete one entry of ``user_id`` (the change is recorded in its history); the deleted entry.
+        ``NotFound`` when it does not exist or is another user's."""
+        return self._ask(DeskRequest.checked(kind="delete", user_id=user_id, entry_id=entry_id), timeout_s)[0]
+
+    def entry_history(self, user_id: str, entry_id: str, timeout_s: float | None = None) -> list[dict[str, Any]]:
+        """Every recorded change of one entry of ``user_id``, oldest first (kept after a delete)."""
+        return self._ask(DeskRequest.checked(kind="history", user_id=user_id, entry_id=entry_id), timeout_s)
+
+    def delete_user(self, user_id: str, timeout_s: float | None = None) -> dict[str, int]:
+        """Forget ``user_id``: its buffers and bookkeeping in Redis, then its entries, messages and
+        sessions. Input still in flight at that moment (queued, or being extracted) may land afterwards:
+        delete again once ``user_status`` shows none. Returns the entries and Redis keys removed."""
+        request = DeskRequest.checked(kind="delete_user", user_id=user_id)
+        keys = int(self._redis(lambda: self.state.forget_user(user_id)))
+        deleted = self._ask(request, timeout_s)[0]
+        return {"entries_deleted": int(deleted["entries_deleted"]), "redis_keys_deleted": keys}
+
+    def user_status(self, user_id: str) -> dict[str, Any]:
+        """One user's pipeline: queued items not yet buffered, buffered turns, batches in flight, failed
+        batches with their reasons, and the user's counters."""
+        def read() -> dict[str, Any]:
+            info = self.state.info(user_id)
+            failed = [{"batch_id": b.batch_id, "reason": b.reason, "failed_at": b.failed_at, "attempts": b.attempts,
+                       "turns": len(b.messages)} for b in self.state.failed(user_id)]
+            return {"user_id": user_id, "known": bool(self.state.r.sismember(self.state.keys.users, user_id)),
+                    "queued_items": info.pending_items, "buffered_turns": info.turns,
+                    "buffered_segments": info.segments, "batches_in_flight": info.batches_in_flight,
+                    "failed_batches": failed, "counters": self.state.counters(user_id)}
+        status: dict[str, Any] = self._redis(read)
+        return status
+
+    def update_user(self, user_id: str) -> None:
+        """Queue the offline update of ``user_id`` now (up to its newest stored entry), as beat does nightly."""
+        if not isinstance(user_id, str) or not user_id:
+            raise InvalidInput("user_id: expected a non-empty string")
+        newest = self._redis(lambda: self.state.r.hget(self.state.keys.entries_ts, user_id))
+        watermark = float(newest) if newest is not None else time.time()
+        send(self.app, UpdatePayload(user_id=user_id, watermark=watermark), ignore_result=True)
+
+    def ping_store(self, timeout_s: float) -> None:
+        """Return when the store answers (the store worker's desk in embedded mode, else the Qdrant server);
+        ``SearchTimeout`` or another ``LightMemError`` when it does not."""
+        self._ask(DeskRequest.checked(kind="ping"), timeout_s)
 
     def _ask(self, request: DeskRequest, timeout_s: float | None) -> list[dict[str, Any]]:
         if not self.settings.embedded_store:

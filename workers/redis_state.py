@@ -93,6 +93,11 @@ def _s(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+def _glob_escape(text: str) -> str:
+    """``text`` matched literally by a Redis ``SCAN MATCH`` pattern (a user id may hold ``*?[]\\``)."""
+    return "".join("\\" + c if c in "*?[]\\" else c for c in text)
+
+
 class RedisState:
     """The Redis side of the pipeline, shared by producers, workers and the command line."""
 
@@ -376,6 +381,22 @@ class RedisState:
 
     def users(self) -> list[str]:
         return sorted(_s(u) for u in self.r.smembers(self.keys.users))
+
+    def forget_user(self, user_id: str) -> int:
+        """Drop every key of ``user_id`` (buffers, seen ids, batches, failed batches, counters) and its
+        place in the user set and the update bookkeeping, under the user's lock; how many keys went."""
+        with self.lock(user_id):
+            lock_key = self.k(user_id, "lock").encode()
+            pattern = _glob_escape(self.k(user_id, "")) + "*"
+            found = [k for k in self.r.scan_iter(match=pattern, count=500) if k != lock_key]
+            pipe = self.r.pipeline(transaction=True)
+            if found:
+                pipe.delete(*found)
+            pipe.srem(self.keys.users, user_id)
+            for table in (self.keys.entries_ts, self.keys.update_wm, self.keys.update_sent, self.keys.updates):
+                pipe.hdel(table, user_id)
+            pipe.execute()
+        return len(found)
 
     def stats(self) -> dict[str, float]:
         return self.counters()

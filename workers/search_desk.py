@@ -25,12 +25,14 @@ import logging
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any, Literal
 
 import redis
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from lightmem_core import errors, factory
+from lightmem_core import errors, factory, forget
+from lightmem_core.history import HistoryStore
 from lightmem_core.models import RetrievedMemory
 from lightmem_core.retrieval import Retriever
 from workers.names import Keys
@@ -41,16 +43,30 @@ _POLL_S = 1.0  # each blocking read is short: under the socket timeout, and stop
 _QUEUE_TTL_S = 3600  # an abandoned desk list (no store worker for an hour) goes away
 
 
+DeskKind = Literal["search", "entries", "get", "delete", "delete_user", "history", "ping"]
+
+
 class DeskRequest(BaseModel):
-    """A search (``query`` given) or a listing of a user's entries (``entries``)."""
+    """What the store owner is asked: a search (``query``), a user's ``entries``, one entry (``get``,
+    ``delete``, its ``history``: ``entry_id``), every entry of a user (``delete_user``), or a ``ping``
+    (readiness: is anyone answering?)."""
 
     model_config = ConfigDict(extra="forbid")
-    kind: Literal["search", "entries"]
-    user_id: str = Field(min_length=1)
+    kind: DeskKind
+    user_id: str = ""
     query: str | None = None
     limit: int = Field(10, ge=1, le=1000)
     strategy: str | None = None
     filters: dict[str, Any] | None = None
+    entry_id: str | None = Field(None, min_length=1)
+
+    @model_validator(mode="after")
+    def _fields_of_kind(self) -> DeskRequest:
+        if self.kind != "ping" and not self.user_id:
+            raise ValueError("user_id: expected a non-empty string")
+        if self.kind in ("get", "delete", "history") and not self.entry_id:
+            raise ValueError("entry_id: expected a non-empty string")
+        return self
 
     @classmethod
     def checked(cls, **fields: Any) -> DeskRequest:
@@ -72,10 +88,44 @@ def hit_view(hit: RetrievedMemory) -> dict[str, Any]:
 
 def answer(retriever: Retriever, request: DeskRequest) -> list[dict[str, Any]]:
     """The answer to one request, the same whoever runs it (desk thread or a direct search)."""
+    if request.kind in _ENTRY_KINDS:
+        return _ENTRY_KINDS[request.kind](retriever, request)
     if request.kind == "entries":
         return [e.model_dump(mode="json") for e in retriever.store.list_entries(request.user_id)]
     hits = retriever.retrieve(request.user_id, request.query or "", request.limit, request.filters, request.strategy)
     return [hit_view(h) for h in hits]
+
+
+def _history(retriever: Retriever) -> HistoryStore:
+    if retriever.history is None:
+        raise errors.StoreError("this process has no history store to record or read changes")
+    return retriever.history
+
+
+def _ping(rt: Retriever, rq: DeskRequest) -> list[dict[str, Any]]:
+    rt.store.count()  # the store answers a read (a Qdrant server is reachable)
+    return []
+
+
+def _get(rt: Retriever, rq: DeskRequest) -> list[dict[str, Any]]:
+    return [forget.get_entry(rt.store, rq.user_id, rq.entry_id or "").model_dump(mode="json")]
+
+
+def _delete(rt: Retriever, rq: DeskRequest) -> list[dict[str, Any]]:
+    return [forget.delete_entry(rt.store, _history(rt), rq.user_id, rq.entry_id or "").model_dump(mode="json")]
+
+
+def _delete_user(rt: Retriever, rq: DeskRequest) -> list[dict[str, Any]]:
+    return [{"entries_deleted": forget.delete_user(rt.store, _history(rt), rq.user_id)}]
+
+
+def _entry_history(rt: Retriever, rq: DeskRequest) -> list[dict[str, Any]]:
+    return forget.entry_history(_history(rt), rq.user_id, rq.entry_id or "")
+
+
+_ENTRY_KINDS: dict[str, Callable[[Retriever, DeskRequest], list[dict[str, Any]]]] = {
+    "ping": _ping, "get": _get, "delete": _delete, "delete_user": _delete_user, "history": _entry_history,
+}
 
 
 # --- the asker's side -------------------------------------------------------------------------------
@@ -187,7 +237,9 @@ class SearchDesk:
 
 def _first_error(exc: ValidationError) -> str:
     first = exc.errors()[0]
-    return f"{'.'.join(str(p) for p in first['loc']) or 'request'}: {first['msg']}"
+    if not first["loc"]:  # a check across fields: its message names the field
+        return str(first["msg"]).removeprefix("Value error, ")
+    return f"{'.'.join(str(p) for p in first['loc'])}: {first['msg']}"
 
 
 class _Locked:

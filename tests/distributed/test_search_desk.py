@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from lightmem_core.errors import InvalidInput, SearchTimeout
+from lightmem_core.errors import InvalidInput, NotFound, SearchTimeout
 from tests.distributed.conftest import Cluster, control_llm
 
 pytestmark = pytest.mark.integration
@@ -132,3 +132,39 @@ def test_concurrent_searches_from_many_threads_all_get_their_own_answers(cluster
     assert len(results) == 15
     for (user, _), memories in results.items():
         assert memories and str(100 + users.index(user)) in memories[0]
+
+
+def test_the_desk_reads_deletes_and_forgets_entries_of_the_user_who_asks_only(cluster: Cluster) -> None:
+    producer = cluster.producer
+    a, b, c = "desk-del-a", "desk-del-b", "desk-del-c"
+    _index(cluster, a, ["Our wifi password is on the fridge.", "The plumber comes on Tuesday."])
+    _index(cluster, b, ["My passport expires in June."])
+    first = producer.entries(a)[0]
+    assert producer.get_entry(a, first["id"]) == first
+    for wrong in ((b, first["id"]), (a, "not-an-entry-id"), (a, "7f0d1c5e-0000-4000-8000-000000000000")):
+        with pytest.raises(NotFound):
+            producer.get_entry(*wrong)
+    with pytest.raises(NotFound):  # another user's entry: nothing deleted, nothing recorded
+        producer.delete_entry(b, first["id"])
+    with pytest.raises(NotFound):
+        producer.entry_history(b, first["id"])
+    assert producer.delete_entry(a, first["id"])["memory"] == first["memory"]
+    with pytest.raises(NotFound):
+        producer.delete_entry(a, first["id"])
+    changes = producer.entry_history(a, first["id"])
+    assert [ch["action"] for ch in changes] == ["ADD", "DELETE"] and changes[1]["old_text"] == first["memory"]
+
+    # A user is forgotten while the store worker indexes another user's sessions.
+    ids = [producer.enqueue_session(c, {"session_id": f"s{i}", "time_stamp": f"2025-04-{i + 1:02d}T10:00:00Z",
+                                        "turns": [{"role": "user", "content": f"Reminder number {i} is set."}]})
+           for i in range(4)]
+    producer.flush(c)
+    forgotten = producer.delete_user(a)
+    assert forgotten["entries_deleted"] == 1 and forgotten["redis_keys_deleted"] > 0
+    assert producer.entries(a) == [] and not producer.knows_user(a)
+    assert [e["memory"] for e in producer.entries(b)] and producer.knows_user(b)
+    assert set(producer.wait_indexed(ids, timeout_s=90).values()) == {"indexed"}
+    assert len(producer.entries(c)) == 4
+    producer.ping_store(timeout_s=2)
+    with pytest.raises(InvalidInput, match="entry_id"):
+        producer.get_entry(a, "")
