@@ -45,8 +45,10 @@ def process_argv(kind: str, settings: DistributedSettings, name: str | None = No
             raise ConfigError(f"Flower on {settings.flower_address} would show every queue and task to anyone who "
                               "reaches it: set LIGHTMEM_FLOWER_BASIC_AUTH=user:password, or listen on 127.0.0.1")
         auth = ["--basic-auth=" + settings.flower_basic_auth] if settings.flower_basic_auth else []
-        return [*base, "flower", f"--port={settings.flower_port}", f"--address={settings.flower_address}", *auth,
-                *(extra or [])]
+        # Flower through workers.flower_main: the broker page lists every configured queue, not only the
+        # queues of workers that are alive.
+        return [sys.executable, "-m", "workers.flower_main", "-A", "workers.app", "flower",
+                f"--port={settings.flower_port}", f"--address={settings.flower_address}", *auth, *(extra or [])]
     if kind not in ROLES:
         raise ValueError(f"process: unknown kind {kind!r}; expected one of {[*ROLES, 'beat', 'flower']}")
     opts = list(ROLES[kind])

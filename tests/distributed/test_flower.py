@@ -107,3 +107,48 @@ def test_flower_page_loads_in_headless_chromium(flower: str, artifacts: Path, tm
     subprocess.run([*common, "--virtual-time-budget=5000", f"--screenshot={shot}", page], capture_output=True,
                    timeout=120, check=True)
     assert shot.is_file() and shot.stat().st_size > 10_000
+
+
+def test_flower_lists_every_configured_queue(cluster: Cluster, flower: str) -> None:
+    lengths = _poll(lambda: httpx.get(f"{flower}/api/queues/length", auth=AUTH, timeout=20).json(),
+                    lambda body: len(body.get("active_queues", [])) >= len(ROLES))
+    shown = {q["name"] for q in lengths["active_queues"]}
+    assert {cluster.settings.queue(role) for role in ROLES} <= shown
+
+
+def test_flower_shows_the_backlog_of_a_queue_no_worker_consumes(tmp_path: Path) -> None:
+    """The broker page reads every configured queue's length from Redis, with no worker alive: the
+    backlog an operator most needs to see when a role is down."""
+    from workers.launch import LocalCluster
+    from workers.settings import DistributedSettings
+
+    procs = LocalCluster(tmp_path)
+    try:
+        url = procs.start_redis()
+        port = free_port()
+        settings = DistributedSettings(redis_url=url, key_prefix="flowerq", flower_port=port,
+                                       flower_basic_auth=":".join(AUTH))
+        for _ in range(3):
+            redis_client(url).lpush(settings.queue("store"), b"{}")
+        procs.start("flower", process_argv("flower", settings))
+        body = _poll(lambda: _json_or_none(f"http://127.0.0.1:{port}/api/queues/length"),
+                     lambda b: b is not None, timeout_s=60)
+        assert body is not None, procs.log("flower")[-2000:]
+        lengths = {q["name"]: q["messages"] for q in body["active_queues"]}
+        assert lengths == {settings.queue(role): 3 if role == "store" else 0 for role in ROLES}
+    finally:
+        procs.stop()
+
+
+def _json_or_none(url: str) -> Any:
+    try:
+        reply = httpx.get(url, auth=AUTH, timeout=5)
+    except httpx.TransportError:
+        return None
+    return reply.json() if reply.status_code == 200 else None
+
+
+def redis_client(url: str) -> Any:
+    import redis
+
+    return redis.Redis.from_url(url)
