@@ -115,6 +115,32 @@ def _busy_seconds(metrics_port: int) -> float:
     return sum(float(v) for v in re.findall(r'^lightmem_stage_seconds_sum\{task="[^"]+"\} (\S+)$', text, re.M))
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of one process (its threads included), from /proc."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _machine_busy() -> tuple[float, float]:
+    """(busy, total) CPU seconds of the whole machine so far, all cores, from /proc/stat."""
+    values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    idle = values[3] + values[4]  # idle + iowait
+    tick = os.sysconf("SC_CLK_TCK")
+    return (sum(values) - idle) / tick, sum(values) / tick
+
+
+def _cpu_profile(procs: dict[str, Any]) -> dict[str, float]:
+    """CPU seconds so far per kind of process (extract processes summed) and of this process."""
+    out: dict[str, float] = {"bench (producer, searcher)": _cpu_seconds(os.getpid())}
+    for name, proc in procs.items():
+        kind = "extract" if name.startswith("extract") else name
+        out[kind] = out.get(kind, 0.0) + _cpu_seconds(proc.pid)
+    return out
+
+
 class _Watcher(threading.Thread):
     """Notes the first moment each tracked session is indexed (polling Redis every 20 ms)."""
 
@@ -176,6 +202,7 @@ def distributed_run(conversations: list[Conversation], env: dict[str, str], work
         latencies: list[float] = []
         order = _interleaved(conversations)
         busy_before = {role: _busy_seconds(port) for role, port in ports.items()}
+        cpu_before, machine_before = _cpu_profile(cluster.procs), _machine_busy()
         searcher = _Searcher(MemoryProducer(settings), conversations)
         start = time.perf_counter()
         searcher.start()
@@ -193,6 +220,9 @@ def distributed_run(conversations: list[Conversation], env: dict[str, str], work
         searcher.join(30)
         searcher.producer.close()
         busy = {role: _busy_seconds(port) - busy_before[role] for role, port in ports.items()}
+        cpu = {k: v - cpu_before.get(k, 0.0) for k, v in _cpu_profile(cluster.procs).items()}
+        machine_after = _machine_busy()
+        machine = (machine_after[0] - machine_before[0]) / max(1e-9, machine_after[1] - machine_before[1])
         time.sleep(0.1)
         watcher.stop.set()
         watcher.join()
@@ -210,7 +240,8 @@ def distributed_run(conversations: list[Conversation], env: dict[str, str], work
             "search_p50_ms": percentile(searcher.latencies, 50) * 1000,
             "search_p95_ms": percentile(searcher.latencies, 95) * 1000, "searches": len(searcher.latencies),
             "search_errors": searcher.errors, "store_busy": busy["store"] / elapsed,
-            "compress_busy": busy["compress"] / elapsed}
+            "compress_busy": busy["compress"] / elapsed, "machine_cpu": machine,
+            "cpu": {k: round(v, 1) for k, v in sorted(cpu.items(), key=lambda kv: -kv[1])}}
 
 
 def enqueue_idle(conversations: list[Conversation], workdir: Path) -> dict[str, float]:
@@ -284,6 +315,10 @@ def _table(conversations: list[Conversation], baseline: dict[str, float], rows: 
             f"{r['search_p50_ms']:.1f} / {r['search_p95_ms']:.1f}, {r['searches']:.0f}{_failed(r)} | {r['store_busy']:.0%} | "
             f"{r['compress_busy']:.0%} |"
         )
+    lines += ["", "CPU during each run: the machine's cores busy (all processes, whole machine), and CPU seconds "
+                  "by process:", ""]
+    lines += [f"- {n} extract process{'es' if n > 1 else ''}: cores {r['machine_cpu']:.0%} busy; "
+              + ", ".join(f"{k} {v:.1f} s" for k, v in r["cpu"].items()) for n, r in rows.items()]
     lines += ["", f"Enqueue latency with no worker competing for the CPU (Redis and the producer only): "
                   f"p50 {idle['p50_ms']:.2f} ms, p99 {idle['p99_ms']:.2f} ms."]
     four = rows.get(4)
