@@ -17,7 +17,8 @@ from pydantic import ValidationError
 from lightmem_core.errors import LightMemError
 
 # Modules that add subcommands; each exposes register(subparsers) and sets a `func` default.
-COMMAND_MODULES: tuple[str, ...] = ("producers.commands.local", "producers.eval.commands", "producers.commands.distributed")
+COMMAND_MODULES: tuple[str, ...] = ("producers.commands.local", "producers.eval.commands", "producers.commands.distributed",
+                                     "producers.commands.serve")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -41,7 +41,7 @@ def process_argv(kind: str, settings: DistributedSettings, name: str | None = No
     if kind == "beat":
         return [*base, "beat", "--loglevel", "INFO", *(extra or [])]
     if kind == "flower":
-        if not settings.flower_basic_auth and not _loopback(settings.flower_address):
+        if not settings.flower_basic_auth and not is_loopback(settings.flower_address):
             raise ConfigError(f"Flower on {settings.flower_address} would show every queue and task to anyone who "
                               "reaches it: set LIGHTMEM_FLOWER_BASIC_AUTH=user:password, or listen on 127.0.0.1")
         auth = ["--basic-auth=" + settings.flower_basic_auth] if settings.flower_basic_auth else []
@@ -60,7 +60,7 @@ def process_argv(kind: str, settings: DistributedSettings, name: str | None = No
             "--without-mingle", *opts, *(extra or [])]
 
 
-def _loopback(address: str) -> bool:
+def is_loopback(address: str) -> bool:
     try:
         return ipaddress.ip_address(address).is_loopback
     except ValueError:

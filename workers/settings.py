@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
@@ -101,6 +101,25 @@ def with_llm_key(data: dict[str, Any], environ: Mapping[str, str]) -> dict[str, 
 
 
 
+class ApiKey(BaseModel):
+    """One key of the HTTP API (and the MCP server) and the users it may touch: the ids in ``users``, or
+    every id that starts with ``user_prefix`` (``""``: every user, an operator's key, which also reads the
+    overview and the stats). ``name`` stands for the key in logs and errors; the key itself never shows."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    key: SecretStr = Field(min_length=16)
+    name: str | None = None
+    users: list[str] | None = Field(None, min_length=1)
+    user_prefix: str | None = None
+
+    @model_validator(mode="after")
+    def _one_scope(self) -> ApiKey:
+        if (self.users is None) == (self.user_prefix is None):
+            raise ValueError("give exactly one of users (a list of user ids) and user_prefix")
+        return self
+
+
 class DistributedSettings(Settings):
     """Everything the Celery application, the producer and the command line read from the environment."""
 
@@ -162,6 +181,15 @@ class DistributedSettings(Settings):
     qdrant_url: str | None = None
     metrics_port: int = Field(0, ge=0, le=65535)  # Prometheus /metrics of this process; 0: off
     qdrant_api_key: str | None = None
+    # The HTTP API (``lightmem api``) and the MCP server (``lightmem mcp``). API keys as JSON, e.g.
+    # LIGHTMEM_API_KEYS='[{"key": "...", "name": "acme", "user_prefix": "acme:"}]'. With none, they
+    # listen on 127.0.0.1 only, and every local caller may touch every user.
+    api_keys: list[ApiKey] = []
+    api_host: str = "127.0.0.1"
+    api_port: int = Field(8000, ge=1, le=65535)
+    api_ready_timeout_s: float = Field(2.0, gt=0)  # /readyz: how long the store (or its desk) may take
+    mcp_user_id: str | None = Field(None, min_length=1)  # the user of MCP tool calls that name none
+    mcp_api_key: SecretStr | None = None  # the MCP server over stdio acts with this key's scope
 
     @model_validator(mode="after")
     def _limits_consistent(self) -> DistributedSettings:
