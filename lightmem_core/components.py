@@ -9,6 +9,7 @@ from lightmem_core.embedders.base import Embedder
 from lightmem_core.embedders.bm25 import BM25Encoder
 from lightmem_core.extraction.base import Extractor
 from lightmem_core.history import HistoryStore
+from lightmem_core.llm.cache import ReplyCache
 from lightmem_core.sensory.compressors.base import Compressor
 from lightmem_core.sensory.segmenters.base import Segmenter
 from lightmem_core.stores.base import MemoryStore
@@ -29,3 +30,4 @@ class Components:
     segmenter: Segmenter | None = None
     count_tokens: Callable[[str], int] = count_tokens
     decider: UpdateDecider | None = None  # None: the model-free exact-duplicate decider
+    reply_cache: ReplyCache | None = None  # the call cache (kv_cache) that the LLM client replays from

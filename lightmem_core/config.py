@@ -245,8 +245,14 @@ class BaseMemoryConfigs(_Strict):
     embedding_retriever: EmbeddingRetrieverConfig | None = None
     summary_retriever: dict[str, Any] | None = None
     update: Literal["offline", "online"] = "offline"
+    # The call cache (lightmem_core/llm/cache.py): replies replayed instead of calling the model again.
     kv_cache: bool = False
-    kv_cache_path: str = os.path.join(LIGHTMEM_DIR, "kv_cache.db")
+    kv_cache_path: str = os.path.join(LIGHTMEM_DIR, "kv_cache.db")  # SQLite, when no URL below applies
+    # Where else it lives: postgresql://... or redis://... (workers only). Unset: PostgreSQL at
+    # history_db_url when that is set (workers on several hosts), else SQLite at kv_cache_path.
+    kv_cache_url: str | None = None
+    kv_cache_max_entries: int = Field(100_000, ge=1)
+    kv_cache_max_mb: float = Field(512.0, gt=0.0)
     graph_mem: bool = False
     extraction_mode: Literal["flat", "event"] = "flat"
     version: Literal["v1.1"] = "v1.1"
@@ -264,6 +270,13 @@ class BaseMemoryConfigs(_Strict):
     def _postgres_url(cls, value: str | None) -> str | None:
         if value and not value.startswith(("postgresql://", "postgres://")):
             raise ValueError("must be a postgresql:// URL")  # never echo it: it may hold a password
+        return value or None
+
+    @field_validator("kv_cache_url")
+    @classmethod
+    def _cache_url(cls, value: str | None) -> str | None:
+        if value and not value.startswith(("postgresql://", "postgres://", "redis://", "rediss://", "unix://")):
+            raise ValueError("must be a postgresql:// or redis:// URL")  # never echo it: it may hold a password
         return value or None
 
     @model_validator(mode="after")
@@ -313,7 +326,6 @@ class BaseMemoryConfigs(_Strict):
 _UNBUILT: tuple[tuple[str, Any, str], ...] = (
     ("multimodal_embedder", None, "multimodal memory"),
     ("summary_retriever", None, "a separate summary collection"),
-    ("kv_cache", False, "KV-cache precomputation"),
     ("graph_mem", False, "graph memory"),
     ("extraction_mode", "flat", "event extraction mode"),
 )
@@ -341,7 +353,7 @@ def parse_config(data: dict[str, Any] | BaseMemoryConfigs) -> BaseMemoryConfigs:
         raise ConfigError(_describe(exc)) from exc
 
 
-_SECRET_KEYS = ("api_key", "history_db_url")  # their values may hold a password: never shown
+_SECRET_KEYS = ("api_key", "history_db_url", "kv_cache_url")  # their values may hold a password: never shown
 
 
 def _describe(exc: ValidationError) -> str:

@@ -21,8 +21,11 @@ from lightmem_core.extraction.base import Extractor, VerbatimExtractor
 from lightmem_core.extraction.llm import LLMExtractor
 from lightmem_core.history import HistoryStore
 from lightmem_core.history.postgres import PostgresDatabase
+from lightmem_core.history.sqlite import SQLiteDatabase
 from lightmem_core.llm.accounting import AccountingClient, CallRecorder
 from lightmem_core.llm.base import LLMClient
+from lightmem_core.llm.cache import CachingClient, ReplyCache
+from lightmem_core.llm.cache_sql import SQLReplyCache
 from lightmem_core.llm.openai_compat import OpenAICompatClient
 from lightmem_core.llm.ratelimit import InProcessRateLimiter, RateLimiter
 from lightmem_core.llm.retry import RetryingClient
@@ -90,22 +93,50 @@ LLM_BACKENDS: dict[str, type[OpenAICompatClient]] = {
 }
 
 
-def build_llm_client(config: BaseMemoryConfigs, recorder: CallRecorder | None = None,
-                     limiter: RateLimiter | None = None) -> LLMClient | None:
-    """The LLM client stack (retries around accounting around the backend); ``None`` in verbatim mode.
+def build_reply_cache(config: BaseMemoryConfigs) -> ReplyCache | None:
+    """The call cache when ``kv_cache`` is on (and an LLM is configured), else ``None``.
 
-    ``recorder`` (the history store) gets every attempt; ``limiter`` defaults to an in-process limit
-    when ``requests_per_minute``/``tokens_per_minute`` are set. Workers pass their Redis limiter.
+    ``kv_cache_url`` (PostgreSQL) when set; else PostgreSQL at ``history_db_url`` when that is set, so
+    workers on several hosts share it; else SQLite at ``kv_cache_path`` (processes on one host). A
+    ``redis://`` URL is built by the workers (``lightmem_core`` imports no Redis client).
+    """
+    if not config.kv_cache or config.memory_manager.model_name == "verbatim":
+        return None
+    bounds = {"max_entries": config.kv_cache_max_entries, "max_bytes": int(config.kv_cache_max_mb * 2**20)}
+    url = config.kv_cache_url or config.history_db_url
+    if url is None:
+        return SQLReplyCache(SQLiteDatabase(config.kv_cache_path), **bounds)
+    if not url.startswith(("postgresql://", "postgres://")):
+        raise ConfigError("kv_cache_url: a Redis call cache is built by the workers (lightmem worker ...); "
+                          "in one process use kv_cache_path (SQLite) or a postgresql:// URL")
+    return SQLReplyCache(PostgresDatabase(url, max_connections=4), **bounds)
+
+
+def build_llm_client(config: BaseMemoryConfigs, recorder: CallRecorder | None = None,
+                     limiter: RateLimiter | None = None, cache: ReplyCache | None = None) -> LLMClient | None:
+    """The LLM client stack (the call cache around retries around accounting around the backend);
+    ``None`` in verbatim mode.
+
+    ``recorder`` (the history store) gets every attempt and every replay; ``limiter`` defaults to an
+    in-process limit when ``requests_per_minute``/``tokens_per_minute`` are set. Workers pass their
+    Redis limiter. ``cache`` defaults to ``build_reply_cache``'s when ``kv_cache`` is on.
     """
     name, opts = config.memory_manager.model_name, config.memory_manager.configs
     if name == "verbatim":
         return None
-    client: LLMClient = LLM_BACKENDS[name](name, opts)
+    backend = LLM_BACKENDS[name](name, opts)
+    client: LLMClient = backend
     if recorder is not None:
         client = AccountingClient(client, recorder, model=opts.model)
     if limiter is None and (opts.requests_per_minute or opts.tokens_per_minute):
         limiter = InProcessRateLimiter(opts.requests_per_minute, opts.tokens_per_minute)
-    return RetryingClient(client, max_retries=opts.max_retries, max_concurrency=opts.max_concurrency, limiter=limiter)
+    client = RetryingClient(client, max_retries=opts.max_retries, max_concurrency=opts.max_concurrency, limiter=limiter)
+    cache = cache if cache is not None else build_reply_cache(config)
+    if cache is None:
+        return client
+    params = {"backend": name, "model": backend.model, "temperature": opts.temperature, "top_p": opts.top_p,
+              "max_tokens": opts.max_tokens}
+    return CachingClient(client, cache, params, recorder)
 
 
 def check_llm(config: BaseMemoryConfigs) -> None:
@@ -180,13 +211,16 @@ def build_retriever(config: BaseMemoryConfigs) -> Retriever:
                      history=build_history(config))
 
 
-def build_components(config: BaseMemoryConfigs, embedder: Embedder | None = None) -> Components:
+def build_components(config: BaseMemoryConfigs, embedder: Embedder | None = None,
+                     llm_client: LLMClient | None = None) -> Components:
     """Build every backend the configuration names, failing early on bad paths or unbuilt options.
 
-    ``embedder`` lets a caller share one loaded embedder between several memories (tests, eval).
+    ``embedder`` lets a caller share one loaded embedder between several memories (tests, eval);
+    ``llm_client`` one LLM client stack (the workers' own, with Redis accounting and rate limit).
     """
     history = build_history(config)
-    client = build_llm_client(config, recorder=history)
+    reply_cache = build_reply_cache(config) if llm_client is None else None
+    client = llm_client or build_llm_client(config, recorder=history, cache=reply_cache)
     extractor = build_extractor(config, client)
     if embedder is None:
         embedder = build_embedder(config)
@@ -197,4 +231,5 @@ def build_components(config: BaseMemoryConfigs, embedder: Embedder | None = None
     segmenter = build_segmenter(config, embedder)
     store = build_store(config, embedder.dims if embedder else 1)
     return Components(store=store, history=history, extractor=extractor, embedder=embedder, bm25=bm25,
-                      compressor=compressor, segmenter=segmenter, decider=build_decider(config, client))
+                      compressor=compressor, segmenter=segmenter, decider=build_decider(config, client),
+                      reply_cache=reply_cache)

@@ -241,3 +241,5 @@ class LightMemory:
         with self._lock:
             self.store.close()
             self.history.close()
+            if self.components.reply_cache is not None:
+                self.components.reply_cache.close()

@@ -62,7 +62,6 @@ def test_wrong_type_names_key_and_expectation(memory_config) -> None:
 @pytest.mark.parametrize(
     ("key", "value", "what"),
     [
-        ("kv_cache", True, "KV-cache"),
         ("graph_mem", True, "graph memory"),
         ("multimodal_embedder", {"model_name": "huggingface"}, "multimodal"),
         ("summary_retriever", {"model_name": "qdrant"}, "summary"),
