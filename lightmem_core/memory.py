@@ -15,7 +15,7 @@ import math
 import threading
 from typing import Any, Literal
 
-from lightmem_core import pipeline, retrieval
+from lightmem_core import forget, pipeline, retrieval
 from lightmem_core.components import Components
 from lightmem_core.config import BaseMemoryConfigs, configure_logging, parse_config
 from lightmem_core.errors import ExtractionParseError, TransientError
@@ -185,22 +185,18 @@ class LightMemory:
 
     # --- deletion ---------------------------------------------------------------------------------
     def delete(self, entry_id: str) -> bool:
+        """Delete one entry (of whichever user), recording the change; False when there is none."""
         with self._lock:
             found = self.store.get([entry_id])
             if not found:
                 return False
-            self.store.delete([entry_id])
-            with self.history.transaction() as conn:
-                self.history.record_change(conn, entry_id, found[0].user_id, "DELETE", found[0].memory, None, "deleted by caller")
-                self.history.drop_from_update_queue(conn, [entry_id])
+            forget.delete_entry(self.store, self.history, found[0].user_id, entry_id)
             return True
 
     def delete_all(self, user_id: str) -> None:
         """Remove every entry, buffer and message of ``user_id``; other users are untouched."""
         with self._lock:
-            self.store.delete_user(user_id)
-            with self.history.transaction() as conn:
-                self.history.delete_user(conn, user_id)
+            forget.delete_user(self.store, self.history, user_id)
 
     def reset(self) -> None:
         """Drop everything: the collection and the history."""
