@@ -1,0 +1,185 @@
+"""HTTP API figures: enqueue p50/p99 through ``POST /v1/sessions``, and search p50/p95 through
+``POST /v1/search`` at 10k entries with 8 concurrent clients (the query embedding included).
+
+The embedded default on one machine: a Redis server, the four worker processes, and ``lightmem api`` as
+its own process with one API key (every request goes through the key check). The store folder is filled
+first with 10k entries of 50 users (LoCoMo turns, MiniLM and BM25 vectors, as ``bench.core`` builds
+them), before the store worker opens it. Enqueue: LoCoMo sessions one after another from one client while
+the workers process what came before. Search: once everything enqueued is indexed, 8 threads with a
+client each ask LoCoMo questions of random users; in embedded mode the store worker's desk answers.
+
+Run: ``python -m bench.api`` (not in ``make bench``'s list of sections yet).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+
+from bench.common import data_dir, locomo_questions, locomo_texts, percentile
+
+SIZE, USERS = 10_000, 50
+CLIENTS, SEARCHES_PER_CLIENT = 8, 50
+ENQUEUES = 300
+GOAL_ENQUEUE_P99_MS, GOAL_SEARCH_P95_MS = 20.0, 50.0
+KEY = "bench-api-key-0123456789"
+
+
+def _prefill(size: int) -> None:
+    """``size`` entries of ``USERS`` users in the configured (embedded) store, vectors included."""
+    from bench.core import _corpus
+    from lightmem_core import factory
+    from workers.settings import DistributedSettings
+
+    config = DistributedSettings().memory_cfg
+    embedder, bm25 = factory.build_embedder(config), factory.build_bm25(config)
+    assert embedder is not None
+    texts = locomo_texts()
+    vectors = np.asarray(embedder.embed(texts), dtype=np.float32)
+    entries, dense = _corpus(texts, vectors, size)
+    store = factory.build_store(config, embedder.dims)
+    try:
+        for s in range(0, size, 256):
+            chunk = entries[s : s + 256]
+            sparse = [bm25.encode_document(e.memory) for e in chunk] if bm25 is not None else None
+            store.upsert(chunk, dense[s : s + 256].tolist(), sparse)
+    finally:
+        store.close()
+
+
+def _turns(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    out = []
+    for m in messages:
+        turn = {"role": m["role"], "content": m["content"], "speaker": m.get("speaker_name") or m.get("speaker"),
+                "time_stamp": m.get("time_stamp") or m.get("timestamp")}
+        out.append({k: str(v) for k, v in turn.items() if v is not None})
+    return out
+
+
+def _enqueue(base: str, sessions: list[tuple[str, Any]]) -> tuple[list[float], list[str]]:
+    latencies, ids = [], []
+    with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {KEY}"}, timeout=30) as client:
+        for user_id, session in sessions:
+            body = {"session_id": session.session_id, "time_stamp": session.time_stamp.isoformat(),
+                    "turns": _turns(session.messages)}
+            started = time.perf_counter()
+            reply = client.post("/v1/sessions", params={"user_id": user_id}, json=body)
+            latencies.append(time.perf_counter() - started)
+            reply.raise_for_status()
+            ids.append(reply.json()["tracking_id"])
+        for user_id in {u for u, _ in sessions}:
+            client.post("/v1/flush", params={"user_id": user_id}).raise_for_status()
+    return latencies, ids
+
+
+def _search(base: str) -> tuple[list[float], int]:
+    questions = locomo_questions(200)
+    latencies: list[float] = []
+    errors = [0]
+    lock = threading.Lock()
+
+    def client_loop(n: int) -> None:
+        rng = random.Random(n)
+        with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {KEY}"}, timeout=30) as client:
+            for _ in range(SEARCHES_PER_CLIENT):
+                body = {"query": rng.choice(questions), "limit": 10}
+                started = time.perf_counter()
+                reply = client.post("/v1/search", params={"user_id": f"user-{rng.randrange(USERS)}"}, json=body)
+                took = time.perf_counter() - started
+                with lock:
+                    if reply.status_code == 200:
+                        latencies.append(took)
+                    else:
+                        errors[0] += 1
+
+    threads = [threading.Thread(target=client_loop, args=(n,)) for n in range(CLIENTS)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return latencies, errors[0]
+
+
+def _wait_ready(base: str, proc: Any, timeout_s: float = 180) -> None:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            if httpx.get(f"{base}/readyz", timeout=5).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError("lightmem api did not become ready")
+        time.sleep(0.5)
+
+
+def measure(workdir: Path, size: int = SIZE) -> dict[str, float]:
+    from producers.datasets import load_locomo
+    from producers.sdk import MemoryProducer
+    from workers.launch import LocalCluster, free_port, process_argv, wait_for_workers
+    from workers.settings import DistributedSettings
+
+    env = {"LIGHTMEM_MEMORY__HISTORY_DB_PATH": str(workdir / "history.db"),
+           "LIGHTMEM_MEMORY__EMBEDDING_RETRIEVER__CONFIGS__PATH": str(workdir / "qdrant"),
+           "LIGHTMEM_MEMORY__TEXT_EMBEDDER__CONFIGS__MODEL_KWARGS__DEVICE": "cpu",
+           "LIGHTMEM_KEY_PREFIX": "benchapi", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+           "LIGHTMEM_API_KEYS": json.dumps([{"key": KEY, "name": "bench", "user_prefix": ""}])}
+    conversations = load_locomo(data_dir() / "locomo10.json")
+    sessions = [(f"api-{c.user_id}", s) for c in conversations for s in c.sessions][:ENQUEUES]
+    cluster = LocalCluster(workdir, env)
+    saved = dict(os.environ)
+    try:
+        cluster.start_redis()
+        os.environ.update(cluster.env)
+        _prefill(size)  # before the store worker opens the folder: only one process may
+        settings = DistributedSettings()
+        for role in ("compress", "extract", "store", "update"):
+            cluster.start(role, process_argv(role, settings))
+        producer = MemoryProducer(settings)
+        wait_for_workers(producer.app, ["compress", "extract", "store", "update"], timeout_s=180)
+        port = free_port()
+        api = cluster.start("api", [sys.executable, "-m", "producers.cli", "api", "--port", str(port)])
+        base = f"http://127.0.0.1:{port}"
+        _wait_ready(base, api)
+        enqueue, ids = _enqueue(base, sessions)
+        producer.wait_indexed(ids, timeout_s=1800)  # searches run on a quiet store
+        search, errors = _search(base)
+        producer.close()
+    finally:
+        cluster.stop()
+        os.environ.clear()
+        os.environ.update(saved)
+    return {"enqueues": len(enqueue), "enqueue_p50_ms": percentile(enqueue, 50) * 1000,
+            "enqueue_p99_ms": percentile(enqueue, 99) * 1000, "searches": len(search), "search_errors": errors,
+            "search_p50_ms": percentile(search, 50) * 1000, "search_p95_ms": percentile(search, 95) * 1000}
+
+
+def run() -> str:
+    with tempfile.TemporaryDirectory() as tmp:
+        m = measure(Path(tmp))
+    met = {True: "met", False: "not met"}
+    return "\n".join([
+        f"### HTTP API (`lightmem api`, embedded default, {SIZE:,} entries of {USERS} users, 2 desk threads)", "",
+        "| figure | value | goal |", "|---|---|---|",
+        f"| enqueue p50 / p99 through HTTP ({m['enqueues']:.0f} LoCoMo sessions, workers running) | "
+        f"{m['enqueue_p50_ms']:.1f} / {m['enqueue_p99_ms']:.1f} ms | p99 ≤ {GOAL_ENQUEUE_P99_MS:g} ms: "
+        f"{met[m['enqueue_p99_ms'] <= GOAL_ENQUEUE_P99_MS]} |",
+        f"| search p50 / p95, {CLIENTS} concurrent clients, hybrid, query embedding included "
+        f"({m['searches']:.0f} searches, {m['search_errors']:.0f} errors) | "
+        f"{m['search_p50_ms']:.1f} / {m['search_p95_ms']:.1f} ms | p95 ≤ {GOAL_SEARCH_P95_MS:g} ms: "
+        f"{met[m['search_p95_ms'] <= GOAL_SEARCH_P95_MS]} |",
+    ])
+
+
+if __name__ == "__main__":
+    print(run())
