@@ -45,7 +45,11 @@ def _condition(field: str, spec: Any) -> models.FieldCondition:
         if "in" in spec:
             if len(spec) != 1 or not isinstance(spec["in"], list | tuple):
                 raise InvalidInput(f"filters.{field}.in: expected a list, alone")
-            return models.FieldCondition(key=field, match=models.MatchAny(any=list(spec["in"])))
+            values = list(spec["in"])
+            if not (all(isinstance(v, str) for v in values)
+                    or all(isinstance(v, int) and not isinstance(v, bool) for v in values)):
+                raise InvalidInput(f"filters.{field}.in: expected strings only or integers only")
+            return models.FieldCondition(key=field, match=models.MatchAny(any=values))
         bounds = {op: _number(field, spec[op]) for op in _RANGE_OPS if op in spec}
         return models.FieldCondition(key=_TIME_FIELDS.get(field, field), range=models.Range(**bounds))
     if field in _TIME_FIELDS:

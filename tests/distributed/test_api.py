@@ -234,6 +234,7 @@ def test_keys_never_reach_another_tenants_users(api: Api, seeded: dict[str, str]
     ("/v1/search", {"query": ""}, "query"),
     ("/v1/search", {"query": "tea", "filters": {"time_stamp": {"after": "2025-01-01"}}}, "filters.time_stamp"),
     ("/v1/search", {"query": "tea", "filters": {"user_id": "acme:other"}}, "filters.user_id"),
+    ("/v1/search", {"query": "tea", "filters": {"topic_id": {"in": [1.5]}}}, "filters.topic_id.in"),
     ("/v1/search", "{not json", "body"),
 ])
 def test_bad_input_is_422_naming_the_field(api: Api, path: str, body: Any, field: str) -> None:
