@@ -15,7 +15,7 @@ from pathlib import Path
 
 from bench.common import data_dir
 
-SECTIONS = ("bench.core", "bench.compression", "bench.llm_cost", "bench.distributed", "bench.reliability")
+SECTIONS = ("bench.core", "bench.compression", "bench.llm_cost", "bench.distributed", "bench.reliability", "bench.api")
 
 
 def main(argv: list[str]) -> int:

@@ -8,7 +8,7 @@ them), before the store worker opens it. Enqueue: LoCoMo sessions one after anot
 the workers process what came before. Search: once everything enqueued is indexed, 8 threads with a
 client each ask LoCoMo questions of random users; in embedded mode the store worker's desk answers.
 
-Run: ``python -m bench.api`` (not in ``make bench``'s list of sections yet).
+Run: ``make bench`` (all sections) or ``python -m bench.api``.
 """
 
 from __future__ import annotations
