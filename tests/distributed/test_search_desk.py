@@ -168,3 +168,26 @@ def test_the_desk_reads_deletes_and_forgets_entries_of_the_user_who_asks_only(cl
     producer.ping_store(timeout_s=2)
     with pytest.raises(InvalidInput, match="entry_id"):
         producer.get_entry(a, "")
+
+
+def test_the_desk_embedder_answers_a_batch_from_one_forward_pass() -> None:
+    from lightmem_core.embedders import HashingEmbedder
+    from workers.search_desk import _DeskEmbedder
+
+    calls: list[list[str]] = []
+
+    class Counting(HashingEmbedder):
+        def embed(self, texts: list[str]) -> list[list[float]]:
+            calls.append(list(texts))
+            return super().embed(texts)
+
+    inner = Counting(16)
+    desk = _DeskEmbedder(inner)
+    desk.prepare(["where is the key", "what is my dog called", "where is the key"])
+    assert calls == [["where is the key", "what is my dog called"]]
+    assert desk.embed(["what is my dog called"]) == HashingEmbedder(16).embed(["what is my dog called"])
+    assert len(calls) == 1  # answered from the prepared batch
+    assert desk.embed(["not prepared"]) == HashingEmbedder(16).embed(["not prepared"]) and len(calls) == 2
+    desk.forget()
+    desk.embed(["where is the key"])
+    assert len(calls) == 3
