@@ -73,6 +73,9 @@ class Keys:
       ``P:desk:req:<id>`` a request (expires with its asker's timeout), ``P:desk:reply:<id>`` its answer;
       ``P:entries_ts`` / ``P:update_wm`` / ``P:update_sent`` / ``P:updates`` hashes user → newest entry,
       update watermark, update queued, runs; ``P:stats`` global counters; ``P:llm:window`` the rate limit.
+    - ``P:{llmcache}:r:<key>`` a reply of the call cache (``kv_cache_url: redis://...``),
+      ``P:{llmcache}:lru`` sorted set key → last use, ``P:{llmcache}:totals`` hash entries, bytes, replays
+      (one hash tag: the eviction script touches them together).
     """
 
     def __init__(self, prefix: str) -> None:
@@ -87,6 +90,7 @@ class Keys:
         self.updates = f"{prefix}:updates"
         self.llm_window = f"{prefix}:llm:window"
         self.desk = f"{prefix}:desk"
+        self.llm_cache = f"{prefix}:{{llmcache}}"
 
     def user(self, user_id: str, name: str) -> str:
         return f"{self.prefix}:u:{{{escape_user(user_id)}}}:{name}"

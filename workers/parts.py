@@ -26,6 +26,7 @@ from lightmem_core.sensory.segmenters.base import Segmenter
 from lightmem_core.spec import PipelineSpec
 from lightmem_core.tokens import count_tokens
 from lightmem_core.update.decision import UpdateDecider
+from workers.llm_cache import reply_cache_for
 from workers.ratelimit import RedisCallRecorder, RedisRateLimiter
 from workers.redis_state import RedisState
 from workers.settings import QUEUES, DistributedSettings
@@ -74,7 +75,8 @@ class WorkerParts:
 
     @cached_property
     def llm_client(self) -> LLMClient | None:
-        """The LLM client stack with the Redis-shared rate limit and Redis accounting; ``None`` in verbatim mode."""
+        """The LLM client stack with the Redis-shared rate limit, Redis accounting and the call cache
+        (``kv_cache``) every worker shares; ``None`` in verbatim mode."""
         if self.config.memory_manager.model_name == "verbatim":
             return None
         s, opts = self.settings, self.config.memory_manager.configs
@@ -83,7 +85,8 @@ class WorkerParts:
                                    s.llm_tokens_per_minute or opts.tokens_per_minute)
         recorder = RedisCallRecorder(self.state.r, self.state.keys.stats)
         with self._lock:
-            return factory.build_llm_client(self.config, recorder=recorder, limiter=limiter)
+            cache = reply_cache_for(s, broker=lambda: self.state.r)
+            return factory.build_llm_client(self.config, recorder=recorder, limiter=limiter, cache=cache)
 
     @cached_property
     def extractor(self) -> Extractor:
@@ -99,8 +102,9 @@ class WorkerParts:
         """Store, history, embedder and BM25: only the store owner (or any worker with a Qdrant server).
 
         Its extractor and decider are this process's, on the shared rate limit and Redis accounting."""
+        client = self.llm_client  # built first: it takes the lock too
         with self._lock:
-            built = factory.build_components(self.config)
+            built = factory.build_components(self.config, llm_client=client)
         return replace(built, extractor=self.extractor, decider=self.decider)
 
     def queue_depths(self) -> tuple[dict[str, int], dict[str, int]]:
