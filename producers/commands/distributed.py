@@ -14,8 +14,9 @@ ROLES = ("compress", "extract", "store", "update")
 
 def register(subparsers: Any) -> None:
     enqueue = subparsers.add_parser("enqueue", help="validate a dataset file and queue its sessions")
-    enqueue.add_argument("file", type=Path)
-    enqueue.add_argument("--format", required=True, choices=["locomo", "longmemeval", "jsonl"], dest="fmt")
+    enqueue.add_argument("file", type=Path, help="the dataset file (checked whole before anything is queued)")
+    enqueue.add_argument("--format", required=True, choices=["locomo", "longmemeval", "jsonl"], dest="fmt",
+                         help="the file's format: LoCoMo or LongMemEval JSON, or one session per JSON line")
     enqueue.add_argument("--batch-sessions", type=int, default=None, help="sessions per compress task (GPU batch)")
     enqueue.add_argument("--limit", type=int, default=None, help="only the first N conversations")
     enqueue.add_argument("--no-flush", action="store_true", help="leave partial buffers for the idle flush")
@@ -55,8 +56,10 @@ def register(subparsers: Any) -> None:
                              help="folder of its append-only file (default .lightmem/redis)")
     local_redis.set_defaults(func=_redis)
     worker = subparsers.add_parser("worker", help="start a worker process for one queue")
-    worker.add_argument("role", choices=ROLES)
-    worker.add_argument("--concurrency", type=int, default=None)
+    worker.add_argument("role", choices=ROLES, help="the queue it consumes (compress on a GPU host when there is one)")
+    worker.add_argument("--concurrency", type=int, default=None,
+                        help="tasks at once in threads (extract: LLM calls in flight, default 8; the other roles "
+                             "default to one task at a time)")
     worker.add_argument("--name", default=None, help="worker node name (default: the role)")
     worker.add_argument("--metrics-port", type=int, default=None, help="serve Prometheus /metrics on this port")
     worker.set_defaults(func=_worker)
