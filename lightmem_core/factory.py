@@ -94,14 +94,19 @@ LLM_BACKENDS: dict[str, type[OpenAICompatClient]] = {
 
 
 def build_reply_cache(config: BaseMemoryConfigs) -> ReplyCache | None:
-    """The call cache when ``kv_cache`` is on (and an LLM is configured), else ``None``.
+    """The call cache when ``kv_cache`` is on (and an LLM is configured), else ``None``."""
+    if not config.kv_cache or config.memory_manager.model_name == "verbatim":
+        return None
+    return open_reply_cache(config)
+
+
+def open_reply_cache(config: BaseMemoryConfigs) -> ReplyCache:
+    """The call cache where the configuration puts it, on or off (``lightmem cache`` reads and clears it).
 
     ``kv_cache_url`` (PostgreSQL) when set; else PostgreSQL at ``history_db_url`` when that is set, so
     workers on several hosts share it; else SQLite at ``kv_cache_path`` (processes on one host). A
     ``redis://`` URL is built by the workers (``lightmem_core`` imports no Redis client).
     """
-    if not config.kv_cache or config.memory_manager.model_name == "verbatim":
-        return None
     bounds = {"max_entries": config.kv_cache_max_entries, "max_bytes": int(config.kv_cache_max_mb * 2**20)}
     url = config.kv_cache_url or config.history_db_url
     if url is None:

@@ -148,13 +148,21 @@ class RedisReplyCache:
 
 
 def reply_cache_for(settings: DistributedSettings, broker: Callable[[], redis.Redis] | None = None) -> ReplyCache | None:
-    """The call cache the configuration asks for: Redis for a ``redis://`` ``kv_cache_url`` (the broker's
-    client when it is the broker's URL), else the library's choice (PostgreSQL or SQLite)."""
+    """The call cache when ``kv_cache`` is on (and an LLM is configured), else ``None``."""
+    config = settings.memory_cfg
+    if not config.kv_cache or config.memory_manager.model_name == "verbatim":
+        return None
+    return open_reply_cache(settings, broker)
+
+
+def open_reply_cache(settings: DistributedSettings, broker: Callable[[], redis.Redis] | None = None) -> ReplyCache:
+    """The call cache where the configuration puts it, on or off: Redis for a ``redis://``
+    ``kv_cache_url`` (the broker's client when it is the broker's URL), else the library's choice
+    (PostgreSQL or SQLite)."""
     config = settings.memory_cfg
     url = config.kv_cache_url
-    if not config.kv_cache or config.memory_manager.model_name == "verbatim" or not (url or "").startswith(REDIS_SCHEMES):
-        return factory.build_reply_cache(config)
-    assert url is not None
+    if url is None or not url.startswith(REDIS_SCHEMES):
+        return factory.open_reply_cache(config)
     client = broker() if broker is not None and url == settings.redis_url else _client(url, settings)
     return RedisReplyCache(client, Keys(settings.key_prefix).llm_cache, config.kv_cache_max_entries,
                            int(config.kv_cache_max_mb * 2**20))

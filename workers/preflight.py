@@ -8,6 +8,7 @@ import logging
 from typing import Any
 
 from lightmem_core import factory
+from lightmem_core.llm.cache import CachingClient
 from workers.parts import WorkerParts
 from workers.settings import QUEUES
 
@@ -44,6 +45,9 @@ def preflight(parts: WorkerParts, roles: set[str]) -> list[str]:
     if roles & {"extract", "store", "update"} and parts.config.memory_manager.model_name != "verbatim":
         factory.check_llm(parts.config)
         checked.append("LLM")
+        if isinstance(client := parts.llm_client, CachingClient):
+            client.cache.stats()  # the call cache is reachable now, or the worker does not start
+            checked.append(f"call cache ({client.cache.where})")
     if "store" in roles or (not parts.settings.embedded_store and roles & {"extract", "update"}):
         _ = parts.components  # opens the store, loads the embedder
         checked.append("store and embedder")

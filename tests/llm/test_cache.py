@@ -264,3 +264,32 @@ def test_the_history_database_holds_the_cache_for_workers_on_several_hosts(postg
     assert second.get("k") == reply("shared")
     first.close()
     second.close()
+
+
+def test_lightmem_cache_stats_and_clear(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    from producers.cli import main
+    from workers.settings import get_settings
+
+    path = tmp_path / "kv.db"
+    for key, value in {"KV_CACHE": "true", "KV_CACHE_PATH": str(path), "KV_CACHE_MAX_ENTRIES": "50",
+                       "MEMORY_MANAGER__MODEL_NAME": "openai", "MEMORY_MANAGER__CONFIGS__API_KEY": "sk-test"}.items():
+        monkeypatch.setenv(f"LIGHTMEM_MEMORY__{key}", value)
+    get_settings.cache_clear()
+    try:
+        cache = SQLReplyCache(SQLiteDatabase(str(path)))
+        cache.put("k", reply("stored"))
+        cache.get("k")
+        cache.close()
+        assert main(["cache", "stats", "--json"]) == 0
+        stats = json.loads(capsys.readouterr().out.splitlines()[-1])
+        assert (stats["entries"], stats["replays"], stats["max_entries"]) == (1, 1, 50) and stats["where"] == str(path)
+        assert main(["cache", "stats"]) == 0 and "1 of at most 50" in capsys.readouterr().out
+        assert main(["cache", "clear"]) == 0 and "1 replies removed" in capsys.readouterr().out
+        monkeypatch.setenv("LIGHTMEM_MEMORY__KV_CACHE", "false")
+        get_settings.cache_clear()
+        assert main(["cache", "stats"]) == 0  # off: it still shows (and clears) what is there
+        out = capsys.readouterr().out
+        assert "kv_cache is off" in out and "0 of at most 50" in out
+    finally:
+        get_settings.cache_clear()
