@@ -18,7 +18,7 @@ from typing import Any
 
 from lightmem_core.config import BaseMemoryConfigs
 from lightmem_core.embedders.base import Embedder
-from lightmem_core.factory import build_embedder
+from lightmem_core.factory import build_embedder, build_reply_cache
 from producers.datasets import Conversation
 from producers.eval.answering import Answerer, LLMEndpoint
 from producers.eval.report import write_all
@@ -75,7 +75,7 @@ def goal_check(systems: Sequence[dict[str, Any]], ks: Sequence[int]) -> dict[str
 def evaluate(conversations: Sequence[Conversation], run: EvalRun, embedder: Embedder | None = None) -> dict[str, Any]:
     """Run every system, judge answers when an LLM is configured, write the result files; returns the report."""
     specs = build_specs(run.config, run.systems)  # bad system names or configs fail before any work
-    answerer = Answerer(run.llm) if run.llm is not None else None
+    answerer = Answerer(run.llm, cache=build_reply_cache(run.config)) if run.llm is not None else None
     started, clock, cpu = datetime.now(tz=UTC), time.perf_counter(), time.process_time()
     options = run.options
     chosen = list(conversations)[: options.limit_conversations] if options.limit_conversations else list(conversations)

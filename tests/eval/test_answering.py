@@ -58,6 +58,24 @@ def test_answer_and_judge_with_retry_and_counted_failures() -> None:
     assert "I adopted Miso." in requests[1]["messages"][-1]["content"]
 
 
+def test_an_eval_run_again_replays_its_answers_from_the_call_cache() -> None:
+    from lightmem_core.llm.cache import MemoryReplyCache
+
+    retrievals = [
+        Retrieval(Question("q1", "What is my cat called?", "Miso", "4", ["m1"]), "u", ["I adopted Miso."], 0.0),
+        Retrieval(Question("q2", "Where does my sister live?", "Oslo", "4", ["m2"]), "u", [], 0.0),
+    ]
+    cache = MemoryReplyCache()
+    with ScriptedLLMServer(responder=lambda body: _reply(body["messages"])) as server:
+        endpoint = LLMEndpoint(model="scripted", base_url=server.base_url, judge_model="judge", max_concurrency=1)
+        cold = Answerer(endpoint, cache=cache).run(retrievals)
+        again = Answerer(endpoint, cache=cache).run(retrievals)
+        sent = len(server.requests)
+    assert cold["llm_calls"] == 4 and cold["cache_hits"] == 0
+    assert again["llm_calls"] == 1 and again["cache_hits"] == 3  # the judge reply without a label is asked again
+    assert sent == 5 and again["accuracy"] == cold["accuracy"] and again["judge_failures"] == 1
+
+
 def test_unreachable_endpoint_is_counted_not_raised() -> None:
     retrieval = Retrieval(Question("q1", "Q?", "A", "4", ["m1"]), "u", [], 0.0)
     answerer = Answerer(LLMEndpoint(model="m", base_url="http://127.0.0.1:9/v1", timeout_s=2, max_retries=0))
