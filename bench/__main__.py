@@ -15,7 +15,8 @@ from pathlib import Path
 
 from bench.common import data_dir
 
-SECTIONS = ("bench.core", "bench.compression", "bench.llm_cost", "bench.distributed", "bench.reliability", "bench.api")
+SECTIONS = ("bench.core", "bench.compression", "bench.llm_cost", "bench.llm_cache", "bench.distributed", "bench.reliability",
+            "bench.api")
 
 
 def main(argv: list[str]) -> int:
