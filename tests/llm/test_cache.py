@@ -293,3 +293,17 @@ def test_lightmem_cache_stats_and_clear(tmp_path: Path, monkeypatch: pytest.Monk
         assert "kv_cache is off" in out and "0 of at most 50" in out
     finally:
         get_settings.cache_clear()
+
+
+def test_lightmem_stats_shows_provider_cached_tokens_and_replays() -> None:
+    from producers.commands.distributed import stats_table
+
+    workers = {"messages_in": 1000.0, "llm_calls": 10.0, "llm_prompt_tokens": 5000.0, "llm_cached_tokens": 3000.0,
+               "llm_cache_hits": 4.0}
+    rows = dict(stats_table(workers, {}))
+    assert rows["LLM calls per 1,000 turns"] == 10 and rows["LLM prompt tokens cached by the provider"] == 3000
+    assert rows["LLM replies replayed from the call cache"] == 4
+    replays_only = dict(stats_table({"messages_in": 10.0, "llm_cache_hits": 3.0}, {"calls": 99.0}))
+    assert replays_only["LLM calls per 1,000 turns"] == 0 and replays_only["LLM replies replayed from the call cache"] == 3
+    history = dict(stats_table({"messages_in": 10.0}, {"calls": 2.0, "cached_tokens": 7.0, "cache_hits": 1.0}))
+    assert history["LLM prompt tokens cached by the provider"] == 7 and history["LLM replies replayed from the call cache"] == 1
