@@ -2,8 +2,9 @@
 in the middle of its work whose task comes back costs no LLM call that was answered before.
 
 The module has its own Redis and scripted LLM server (it counts requests from a clean start) and four
-workers with ``kv_cache`` on, the replies kept in the broker's Redis (``kv_cache_url``), with short
-timeouts so that a killed worker's message comes back within seconds."""
+workers with ``kv_cache`` on, once with the replies in the broker's Redis (``kv_cache_url``, for
+workers on several hosts) and once in one SQLite file (``kv_cache_path``, the default on one host), with
+short timeouts so that a killed worker's message comes back within seconds."""
 
 from __future__ import annotations
 
@@ -33,9 +34,15 @@ LLM = "LIGHTMEM_MEMORY__MEMORY_MANAGER__CONFIGS__"
 SESSIONS = 4  # one batch each: the retry task extracts four batches, one after the other
 
 
+@pytest.fixture(scope="module", params=["redis", "sqlite"])
+def cache_kind(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
 @pytest.fixture(scope="module")
-def procs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
-    with redis_and_llm(tmp_path_factory.mktemp("lightmem-kv-cache")) as started:
+def procs(tmp_path_factory: pytest.TempPathFactory, cache_kind: str) -> Iterator[LocalCluster]:
+    """Redis and the LLM server, new for each kind of cache: the server's counts start from nothing."""
+    with redis_and_llm(tmp_path_factory.mktemp(f"lightmem-kv-cache-{cache_kind}")) as started:
         yield started
 
 
@@ -55,10 +62,12 @@ def reply_cache(procs: LocalCluster) -> Iterator[Callable[..., ReplyCache]]:
 
 
 @pytest.fixture(scope="module")
-def cluster(procs: LocalCluster) -> Iterator[Cluster]:
+def cluster(procs: LocalCluster, cache_kind: str) -> Iterator[Cluster]:
+    where = ({"LIGHTMEM_MEMORY__KV_CACHE_URL": procs.redis_url} if cache_kind == "redis"  # the broker's Redis
+             else {"LIGHTMEM_MEMORY__KV_CACHE_PATH": str(procs.workdir / "kv_cache.db")})  # one file on this host
     env = {
         "LIGHTMEM_MEMORY__KV_CACHE": "true",
-        "LIGHTMEM_MEMORY__KV_CACHE_URL": procs.redis_url,  # the broker's Redis: every worker shares it
+        **where,
         "LIGHTMEM_VISIBILITY_TIMEOUT_S": "8",  # a killed worker's message comes back after 8 s
         "LIGHTMEM_LOCK_TIMEOUT_S": "4",
         "LIGHTMEM_MAX_RETRIES": "1",  # Celery retries once: the outage below fails the batches quickly
