@@ -13,6 +13,7 @@ from lightmem_core.llm.cache import ReplyCache
 from lightmem_core.sensory.compressors.base import Compressor
 from lightmem_core.sensory.segmenters.base import Segmenter
 from lightmem_core.stores.base import MemoryStore
+from lightmem_core.summaries import TopicSummaries
 from lightmem_core.tokens import count_tokens
 from lightmem_core.update.decision import UpdateDecider
 
@@ -31,3 +32,4 @@ class Components:
     count_tokens: Callable[[str], int] = count_tokens
     decider: UpdateDecider | None = None  # None: the model-free exact-duplicate decider
     reply_cache: ReplyCache | None = None  # the call cache (kv_cache) that the LLM client replays from
+    summaries: TopicSummaries | None = None  # summary_retriever: topic summaries indexed and searched first

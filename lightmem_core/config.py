@@ -179,11 +179,31 @@ class QdrantOptions(_Strict):
     on_disk: bool = False
     timeout_s: float = Field(10.0, gt=0.0)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _lightmem_host_port(cls, data: Any) -> Any:
+        """LightMem's ``host`` and ``port`` name a server: read as ``url`` ``http://host:port``."""
+        if isinstance(data, dict) and ("host" in data or "port" in data):
+            data = dict(data)
+            host, port = data.pop("host", None), data.pop("port", None)
+            if host:
+                if data.get("url"):
+                    raise ValueError("give either 'url' or 'host'/'port', not both")
+                address = str(host) if "://" in str(host) else f"http://{host}"
+                data["url"] = f"{address}:{port or 6333}"
+        return data
+
     @model_validator(mode="after")
     def _one_location(self) -> QdrantOptions:
         if self.path and self.url:
-            raise ValueError("embedding_retriever.configs: give either 'path' (embedded) or 'url' (server), not both")
+            raise ValueError("give either 'path' (embedded) or 'url' (server), not both")
         return self
+
+
+def _faiss_not_built(data: Any, key: str) -> Any:
+    if isinstance(data, dict) and str(data.get("model_name", "")).lower() == "faiss":
+        raise NotSupportedError(f"{key}.model_name 'FAISS' is not supported yet; use 'qdrant'")
+    return data
 
 
 class EmbeddingRetrieverConfig(_Strict):
@@ -193,15 +213,44 @@ class EmbeddingRetrieverConfig(_Strict):
     @model_validator(mode="before")
     @classmethod
     def _faiss_not_built(cls, data: Any) -> Any:
-        if isinstance(data, dict) and str(data.get("model_name", "")).lower() == "faiss":
-            raise NotSupportedError("embedding_retriever.model_name 'FAISS' is not supported yet; use 'qdrant'")
-        return data
+        return _faiss_not_built(data, "embedding_retriever")
+
+
+class SummaryRetrieverOptions(QdrantOptions):
+    """LightMem's summary collection, plus how retrieval uses it.
+
+    Without ``path`` or ``url`` the summaries live where the entries do (same folder or server), in
+    their own collection. ``retrieval``: ``summaries_first`` searches the topic summaries, then the
+    entries of the ``top_topics`` best topics (the rest of the limit from plain entry search);
+    ``fused`` merges those entries with plain entry search by reciprocal rank fusion.
+    """
+
+    collection_name: str = "lightmem_summaries"
+    top_topics: int = Field(3, ge=1)
+    retrieval: Literal["summaries_first", "fused"] = "summaries_first"
+
+
+class SummaryRetrieverConfig(_Strict):
+    model_name: Literal["qdrant"] = "qdrant"
+    configs: SummaryRetrieverOptions = Field(default_factory=SummaryRetrieverOptions)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _faiss_not_built(cls, data: Any) -> Any:
+        return _faiss_not_built(data, "summary_retriever")
 
 
 class BM25Options(_Strict):
     k1: float = Field(1.2, gt=0.0)
     b: float = Field(0.75, ge=0.0, le=1.0)
     avg_doc_tokens: float = Field(16.0, gt=0.0)
+    # LightMem's "configs like top_k": how many memories retrieve() returns when the caller gives no limit.
+    top_k: int | None = Field(None, ge=1)
+
+    @property
+    def encoder_options(self) -> dict[str, float]:
+        """What the BM25 encoder itself takes."""
+        return {"k1": self.k1, "b": self.b, "avg_doc_tokens": self.avg_doc_tokens}
 
 
 class ContextRetrieverConfig(_Strict):
@@ -243,7 +292,7 @@ class BaseMemoryConfigs(_Strict):
     retrieve_strategy: Strategy = "embedding"
     context_retriever: ContextRetrieverConfig | None = None
     embedding_retriever: EmbeddingRetrieverConfig | None = None
-    summary_retriever: dict[str, Any] | None = None
+    summary_retriever: SummaryRetrieverConfig | None = None
     update: Literal["offline", "online"] = "offline"
     # The call cache (lightmem_core/llm/cache.py): replies replayed instead of calling the model again.
     kv_cache: bool = False
@@ -294,6 +343,8 @@ class BaseMemoryConfigs(_Strict):
                 f"retrieve_strategy {self.retrieve_strategy!r} needs vectors that "
                 f"index_strategy {self.index_strategy!r} does not write"
             )
+        if self.summary_retriever is not None and not self.text_summary:
+            raise ValueError("summary_retriever needs text_summary: true (it indexes the topic summaries)")
         _refuse_unbuilt(self)
         return self
 
@@ -303,6 +354,13 @@ class BaseMemoryConfigs(_Strict):
         return {"embedding": {"dense"}, "context": {"sparse"}, "hybrid": {"dense", "sparse"}, None: {"dense", "sparse"}}[
             self.index_strategy
         ]
+
+    @property
+    def default_retrieve_limit(self) -> int:
+        """How many memories a search returns when the caller gives no limit: LightMem's
+        ``context_retriever.configs.top_k`` when set, else LightMem's ``retrieve`` default, 10."""
+        top_k = self.context_retriever.configs.top_k if self.context_retriever is not None else None
+        return top_k or 10
 
     @property
     def extraction_roles(self) -> set[str]:
@@ -325,7 +383,6 @@ class BaseMemoryConfigs(_Strict):
 # Options that LightMem's table lists and this project has not built yet: refused, never ignored.
 _UNBUILT: tuple[tuple[str, Any, str], ...] = (
     ("multimodal_embedder", None, "multimodal memory"),
-    ("summary_retriever", None, "a separate summary collection"),
     ("graph_mem", False, "graph memory"),
     ("extraction_mode", "flat", "event extraction mode"),
 )

@@ -41,6 +41,7 @@ from lightmem_core.sensory.segmenters.base import Segmenter
 from lightmem_core.stores.base import MemoryStore
 from lightmem_core.stores.edge import EdgeStore
 from lightmem_core.stores.qdrant import QdrantStore
+from lightmem_core.summaries import TopicSummaries
 from lightmem_core.update.decision import UpdateDecider
 from lightmem_core.update.llm import LLMUpdateDecider
 
@@ -82,8 +83,47 @@ def build_store(config: BaseMemoryConfigs, dims: int) -> MemoryStore:
     if opts is not None and opts.url:
         return QdrantStore(collection=collection, dims=dims, url=opts.url, api_key=opts.api_key, on_disk=opts.on_disk,
                            timeout_s=opts.timeout_s)
-    path = (opts.path if opts else None) or os.path.join(os.path.dirname(config.history_db_path) or ".", "qdrant")
-    return EdgeStore(collection=collection, dims=dims, path=path, on_disk=opts.on_disk if opts else False)
+    return EdgeStore(collection=collection, dims=dims, path=_entries_path(config), on_disk=opts.on_disk if opts else False)
+
+
+def _entries_path(config: BaseMemoryConfigs) -> str:
+    """The embedded folder of the entries: ``embedding_retriever.configs.path``, else beside the history."""
+    opts = config.embedding_retriever.configs if config.embedding_retriever is not None else None
+    return (opts.path if opts else None) or os.path.join(os.path.dirname(config.history_db_path) or ".", "qdrant")
+
+
+def build_summaries(config: BaseMemoryConfigs, dims: int) -> TopicSummaries | None:
+    """The summary collection (``summary_retriever``), or ``None``. Without its own ``path`` or ``url`` it
+    lives where the entries do; an embedded summary store beside a server one (or the reverse) is
+    refused, since every process that searches a server would then open the embedded folder."""
+    if config.summary_retriever is None:
+        return None
+    opts = config.summary_retriever.configs
+    entries = config.embedding_retriever.configs if config.embedding_retriever is not None else None
+    if opts.embedding_model_dims is not None and opts.embedding_model_dims != dims:
+        raise ConfigError(f"summary_retriever.configs.embedding_model_dims={opts.embedding_model_dims} "
+                          f"but the embedder gives {dims}")
+    entries_url = entries.url if entries is not None else None
+    url, api_key = opts.url, opts.api_key
+    if url is None and opts.path is None and entries_url is not None:
+        url, api_key = entries_url, api_key or (entries.api_key if entries is not None else None)
+    if (url is None) != (entries_url is None):
+        raise ConfigError("summary_retriever and embedding_retriever: both embedded (path) or both on a Qdrant "
+                          "server (url), not one of each")
+    entries_collection = entries.collection_name if entries is not None else "lightmem"
+    same_place = (url == entries_url) if url is not None else (
+        os.path.abspath(opts.path or _entries_path(config)) == os.path.abspath(_entries_path(config)))
+    if same_place and opts.collection_name == entries_collection:
+        raise ConfigError(f"summary_retriever.configs.collection_name {opts.collection_name!r} is the entries' "
+                          "collection; give the summaries their own")
+    store: MemoryStore
+    if url is not None:
+        store = QdrantStore(collection=opts.collection_name, dims=dims, url=url, api_key=api_key,
+                            on_disk=opts.on_disk, timeout_s=opts.timeout_s)
+    else:
+        store = EdgeStore(collection=opts.collection_name, dims=dims, path=opts.path or _entries_path(config),
+                          on_disk=opts.on_disk)
+    return TopicSummaries(store, top_topics=opts.top_topics, retrieval=opts.retrieval)
 
 
 # Every backend name speaks the OpenAI API; the name picks base URL, default model and key variable.
@@ -205,15 +245,16 @@ def build_bm25(config: BaseMemoryConfigs) -> BM25Encoder | None:
     if "sparse" not in config.indexed_vectors:
         return None
     opts = config.context_retriever.configs if config.context_retriever else None
-    return BM25Encoder(**opts.model_dump()) if opts else BM25Encoder()
+    return BM25Encoder(**opts.encoder_options) if opts else BM25Encoder()
 
 
 def build_retriever(config: BaseMemoryConfigs) -> Retriever:
     """What searching needs and nothing more (no history, no LLM): a process that only searches."""
     embedder = build_embedder(config)
-    store = build_store(config, embedder.dims if embedder else 1)
+    dims = embedder.dims if embedder else 1
+    store = build_store(config, dims)
     return Retriever(store=store, embedder=embedder, bm25=build_bm25(config), strategy=config.retrieve_strategy,
-                     history=build_history(config))
+                     history=build_history(config), summaries=build_summaries(config, dims))
 
 
 def build_components(config: BaseMemoryConfigs, embedder: Embedder | None = None,
@@ -234,7 +275,8 @@ def build_components(config: BaseMemoryConfigs, embedder: Embedder | None = None
     bm25 = build_bm25(config)
     compressor = build_compressor(config)
     segmenter = build_segmenter(config, embedder)
-    store = build_store(config, embedder.dims if embedder else 1)
+    dims = embedder.dims if embedder else 1
+    store = build_store(config, dims)
     return Components(store=store, history=history, extractor=extractor, embedder=embedder, bm25=bm25,
                       compressor=compressor, segmenter=segmenter, decider=build_decider(config, client),
-                      reply_cache=reply_cache)
+                      reply_cache=reply_cache, summaries=build_summaries(config, dims))

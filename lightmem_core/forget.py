@@ -14,6 +14,7 @@ from lightmem_core.errors import NotFound
 from lightmem_core.history import HistoryStore
 from lightmem_core.models import MemoryEntry
 from lightmem_core.stores.base import MemoryStore
+from lightmem_core.summaries import TopicSummaries
 
 
 def get_entry(store: MemoryStore, user_id: str, entry_id: str) -> MemoryEntry:
@@ -35,11 +36,13 @@ def delete_entry(store: MemoryStore, history: HistoryStore, user_id: str, entry_
     return entry
 
 
-def delete_user(store: MemoryStore, history: HistoryStore, user_id: str) -> int:
-    """Remove every entry, message, session and buffer of ``user_id`` (other users untouched); how many
-    entries there were."""
+def delete_user(store: MemoryStore, history: HistoryStore, user_id: str, summaries: TopicSummaries | None = None) -> int:
+    """Remove every entry, topic summary, message, session and buffer of ``user_id`` (other users
+    untouched); how many entries there were."""
     count = store.count(user_id)
     store.delete_user(user_id)
+    if summaries is not None:
+        summaries.delete_user(user_id)
     with history.transaction() as conn:
         history.delete_user(conn, user_id)
     return count

@@ -153,17 +153,20 @@ class LightMemory:
     def retrieve(
         self,
         query: str,
-        limit: int = 10,
+        limit: int | None = None,
         filters: dict[str, Any] | None = None,
         user_id: str = "default",
         as_text: bool = False,
     ) -> list[RetrievedMemory] | str:
         """The ``limit`` memories of ``user_id`` most relevant to ``query``, by ``retrieve_strategy``.
 
-        ``as_text=True`` gives LightMem's plain-string form, one ``date weekday: text`` line each.
+        ``limit`` defaults to ``context_retriever.configs.top_k`` when set, else 10 (LightMem's default).
+        With ``summary_retriever`` the topic summaries are searched first. ``as_text=True`` gives
+        LightMem's plain-string form, one ``date weekday: text`` line each.
         """
         # No lock: both stores answer searches concurrently with writes, so a search never waits for a drain.
-        results = self._retriever.retrieve(user_id, query, limit, filters)
+        results = self._retriever.retrieve(user_id, query, limit if limit is not None else self.spec.default_limit,
+                                           filters)
         return "\n".join(r.as_line() for r in results) if as_text else results
 
     def get_all(self, user_id: str = "default") -> list[MemoryEntry]:
@@ -196,12 +199,14 @@ class LightMemory:
     def delete_all(self, user_id: str) -> None:
         """Remove every entry, buffer and message of ``user_id``; other users are untouched."""
         with self._lock:
-            forget.delete_user(self.store, self.history, user_id)
+            forget.delete_user(self.store, self.history, user_id, self.components.summaries)
 
     def reset(self) -> None:
-        """Drop everything: the collection and the history."""
+        """Drop everything: the collection (and the summaries') and the history."""
         with self._lock:
             self.store.reset()
+            if self.components.summaries is not None:
+                self.components.summaries.store.reset()
             self.history.reset()
 
     # --- offline update ---------------------------------------------------------------------------
@@ -236,6 +241,8 @@ class LightMemory:
     def close(self) -> None:
         with self._lock:
             self.store.close()
+            if self.components.summaries is not None:
+                self.components.summaries.store.close()
             self.history.close()
             if self.components.reply_cache is not None:
                 self.components.reply_cache.close()

@@ -184,6 +184,8 @@ def store_batch(state: PipelineState, c: Components, batch: Batch, entries: list
     batch; ``False`` when a previous run stored it already (the upserts are idempotent, and the
     history and the counters are written once)."""
     index_entries(entries, c.store, c.embedder, c.bm25)
+    if c.summaries is not None:
+        c.summaries.index(entries, c.embedder, c.bm25)
     messages = batch.messages
     amounts = batch_amounts(batch, entries, roles, c.count_tokens)
     with c.history.transaction() as conn:

@@ -18,6 +18,7 @@ from lightmem_core.errors import InvalidInput
 from lightmem_core.history import HistoryStore
 from lightmem_core.models import MemoryEntry, RetrievedMemory, SourceMessage
 from lightmem_core.stores.base import MemoryStore
+from lightmem_core.summaries import TopicSummaries
 
 QueryVectors = tuple[list[float] | None, SparseVec | None]
 STRATEGIES: tuple[str, ...] = get_args(Strategy)
@@ -33,10 +34,12 @@ class Retriever:
     bm25: BM25Encoder | None
     strategy: Strategy
     history: HistoryStore | None = None  # where the original messages are; None: results without them
+    summaries: TopicSummaries | None = None  # summary_retriever: search the topic summaries first
 
     @classmethod
     def of(cls, c: Components, strategy: Strategy, embedder: Embedder | None = None) -> Retriever:
-        return cls(store=c.store, embedder=embedder or c.embedder, bm25=c.bm25, strategy=strategy, history=c.history)
+        return cls(store=c.store, embedder=embedder or c.embedder, bm25=c.bm25, strategy=strategy, history=c.history,
+                   summaries=c.summaries)
 
     def checked_strategy(self, strategy: str | None) -> Strategy:
         """``strategy`` (default: the configured one) if this configuration indexes what it searches."""
@@ -64,6 +67,8 @@ class Retriever:
             raise InvalidInput(f"limit: expected a positive integer, got {limit!r}")
         chosen = self.checked_strategy(strategy)
         dense, sparse = self.query_vectors(chosen, query)
+        if self.summaries is not None:
+            return self.summaries.search(self.store, user_id, chosen, dense, sparse, limit, filters)
         return self.store.search(user_id, chosen, dense, sparse, limit, filters)
 
     def retrieve(self, user_id: str, query: str, limit: int, filters: dict[str, Any] | None = None,

@@ -21,6 +21,7 @@ class PipelineSpec:
     online_score_threshold: float
     online_top_k: int
     retrieve_strategy: Strategy
+    default_limit: int  # memories retrieve() returns without a limit: context_retriever's top_k, else 10
 
     @classmethod
     def of(cls, config: BaseMemoryConfigs) -> PipelineSpec:
@@ -34,4 +35,5 @@ class PipelineSpec:
             online_score_threshold=opts.online_score_threshold,
             online_top_k=opts.online_top_k,
             retrieve_strategy=config.retrieve_strategy,
+            default_limit=config.default_retrieve_limit,
         )

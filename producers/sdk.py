@@ -201,14 +201,18 @@ class MemoryProducer:
                 raise TimeoutError(f"{waiting} of {len(states)} items not indexed after {timeout_s:.0f} s")
             time.sleep(poll_s)
 
-    def search(self, user_id: str, query: str, limit: int = 5, filters: dict[str, Any] | None = None,
+    def search(self, user_id: str, query: str, limit: int | None = None, filters: dict[str, Any] | None = None,
                strategy: str | None = None, timeout_s: float | None = None) -> list[dict[str, Any]]:
         """The ``limit`` memories of ``user_id`` nearest to ``query`` (``strategy``: embedding, context or
-        hybrid; default the configured one), with ``filters`` in the store's filter language.
+        hybrid; default the configured one), with ``filters`` in the store's filter language. ``limit``
+        defaults to ``context_retriever.configs.top_k`` when configured, else 5.
 
         Embedded store: the store worker's search desk answers, beside its index batches; nobody answering
         within ``timeout_s`` (default ``LIGHTMEM_SEARCH_TIMEOUT_S``) raises ``SearchTimeout``. Qdrant
         server: this process searches the server itself (it loads the query embedder on first use)."""
+        if limit is None:
+            context = self.settings.memory_cfg.context_retriever
+            limit = (context.configs.top_k if context is not None else None) or 5
         return self._ask(DeskRequest.checked(kind="search", user_id=user_id, query=query, limit=limit, strategy=strategy,
                                      filters=filters), timeout_s)
 

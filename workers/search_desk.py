@@ -117,7 +117,7 @@ def _delete(rt: Retriever, rq: DeskRequest) -> list[dict[str, Any]]:
 
 
 def _delete_user(rt: Retriever, rq: DeskRequest) -> list[dict[str, Any]]:
-    return [{"entries_deleted": forget.delete_user(rt.store, _history(rt), rq.user_id)}]
+    return [{"entries_deleted": forget.delete_user(rt.store, _history(rt), rq.user_id, rt.summaries)}]
 
 
 def _entry_history(rt: Retriever, rq: DeskRequest) -> list[dict[str, Any]]:

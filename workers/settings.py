@@ -207,7 +207,8 @@ class DistributedSettings(Settings):
 
     @cached_property
     def memory_cfg(self) -> BaseMemoryConfigs:
-        """The memory configuration, with ``qdrant_url`` (when set) pointing the store at a server."""
+        """The memory configuration, with ``qdrant_url`` (when set) pointing the store at a server (the
+        summary collection too, when ``summary_retriever`` is on and names no server of its own)."""
         config = memory_config(self)
         if not self.qdrant_url:
             return config
@@ -215,6 +216,8 @@ class DistributedSettings(Settings):
         server = {"embedding_retriever": {"configs": {"url": self.qdrant_url, "api_key": self.qdrant_api_key}}}
         merged = deep_merge(data, server)
         merged["embedding_retriever"]["configs"].pop("path", None)
+        if "summary_retriever" in merged:  # without path or url it follows the entries to the server
+            merged["summary_retriever"]["configs"].pop("path", None)
         return BaseMemoryConfigs.model_validate(merged)
 
     @property

@@ -31,7 +31,8 @@ def register(subparsers: Any) -> None:
     search = subparsers.add_parser("search", help="a user's memories nearest to a query, each with its original messages")
     search.add_argument("user", help="the user id the memories belong to")
     search.add_argument("query", help="what to look for")
-    search.add_argument("--limit", type=int, default=5, help="how many memories (default 5)")
+    search.add_argument("--limit", type=int, default=None,
+                        help="how many memories (default: context_retriever.configs.top_k, else 5)")
     search.set_defaults(func=_search)
     update = subparsers.add_parser("update", help="the offline update for every user with new entries")
     update.add_argument("--now", action="store_true", required=True, help="run it now instead of waiting for beat")

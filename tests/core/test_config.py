@@ -64,7 +64,6 @@ def test_wrong_type_names_key_and_expectation(memory_config) -> None:
     [
         ("graph_mem", True, "graph memory"),
         ("multimodal_embedder", {"model_name": "huggingface"}, "multimodal"),
-        ("summary_retriever", {"model_name": "qdrant"}, "summary"),
         ("extraction_mode", "event", "event extraction"),
     ],
 )
