@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -20,7 +21,7 @@ import pytest
 
 from lightmem_core import LightMemory, parse_config
 from lightmem_core.factory import build_components, build_history
-from producers.datasets import Conversation, load_locomo
+from producers.datasets import Conversation, DatasetSession, load_locomo
 from tests.distributed.conftest import ROLES, Cluster, control_llm, running_cluster
 from workers.launch import LocalCluster
 from workers.settings import deep_merge
@@ -31,7 +32,9 @@ SEGMENTED = {f"{M}TOPIC_SEGMENT": "true", f"{M}TOPIC_SEGMENTER__MODEL_NAME": "em
              f"{M}TOPIC_SEGMENTER__CONFIGS__SENSORY_BUFFER_TOKENS": "256",
              # A short retry budget, for the test in which Celery's retries run out.
              f"{M}MEMORY_MANAGER__CONFIGS__MAX_RETRIES": "1", "LIGHTMEM_MAX_RETRIES": "2",
-             "LIGHTMEM_RETRY_BACKOFF_MAX_S": "1"}
+             "LIGHTMEM_RETRY_BACKOFF_MAX_S": "1",
+             # Topic summaries indexed in their own collection and searched first (summary_retriever).
+             f"{M}TEXT_SUMMARY": "true", f"{M}SUMMARY_RETRIEVER__CONFIGS__TOP_TOPICS": "1"}
 ONLINE_HYBRID = {f"{M}MESSAGES_USE": "hybrid", f"{M}UPDATE": "online"}
 MARKER = "zanzibarite"  # a word no real conversation uses: the LLM fails every prompt that contains it
 
@@ -292,3 +295,32 @@ def test_when_celery_retries_run_out_the_batch_is_failed_with_its_reason(segment
     _until(lambda: cluster.producer.status(tracking_id)["state"] == "indexed", 60, "the retried batch stored")
     assert state.failed(user) == [] and state.in_flight(user) == []
     assert [MARKER in e["memory"] for e in cluster.producer.entries(user)] == [True]
+
+
+def test_summary_retrieval_answers_the_same_in_both_drivers(segmented_cluster: Cluster, tmp_path: Path,
+                                                            minilm_embedder: Any) -> None:
+    """``summary_retriever``: the store worker indexes the topic summaries and its search desk searches
+    them first, as ``LightMemory`` does: the same hits, from the topic the question is about."""
+    from tests.llm.test_summary_retrieval import QUESTION, TRIP, WORK
+
+    def session(user_id: str, session_id: str, day: str, texts: list[str]) -> DatasetSession:
+        return DatasetSession(user_id=user_id, session_id=session_id, time_stamp=datetime.fromisoformat(f"{day}T10:00:00+00:00"),
+                              messages=[{"role": "user", "content": t, "time_stamp": f"{day}T10:0{i}:00Z"}
+                                        for i, t in enumerate(texts)])
+
+    user = "sum-ann"
+    conversation = Conversation(user, [session(user, "trip", "2025-03-01", TRIP), session(user, "work", "2025-03-02", WORK)])
+    library, queues = Library(segmented_cluster, tmp_path, minilm_embedder), Queues(segmented_cluster)
+    try:
+        for driver in (library, queues):
+            driver.add(conversation)
+        found = library.memory.retrieve(QUESTION, limit=3, user_id=user)
+        assert isinstance(found, list)
+        lib = [(h.id, h.entry.topic_id, h.memory) for h in found]
+        assert lib == [(h["id"], h["topic_id"], h["memory"]) for h in queues.producer.search(user, QUESTION, limit=3)]
+        summaries = library.memory.components.summaries
+        assert summaries is not None and summaries.store.count(user) == len({e["topic_id"] for e in library.entries(user)})
+        best = lib[0][1]
+        assert any("Kyoto" in text for _, topic, text in lib if topic == best), lib  # the trip topic came first
+    finally:
+        library.close()
