@@ -18,7 +18,7 @@ from typing import Any, Literal
 from lightmem_core import forget, pipeline, retrieval
 from lightmem_core.components import Components
 from lightmem_core.config import BaseMemoryConfigs, configure_logging, parse_config
-from lightmem_core.errors import ExtractionParseError, TransientError
+from lightmem_core.errors import ConfigError, ExtractionParseError, TransientError
 from lightmem_core.factory import build_components
 from lightmem_core.history import GLOBAL_SCOPE
 from lightmem_core.ingest import normalize_messages
@@ -185,6 +185,18 @@ class LightMemory:
     def history_for(self, entry_id: str) -> list[dict[str, Any]]:
         """Alias of ``history_of`` (mem0 calls it ``history``, a name taken here by the history store)."""
         return self.history_of(entry_id)
+
+    def summarize(self, user_id: str = "default") -> dict[str, Any]:
+        """LightMem's ``summarize()``: the topic summaries of ``user_id`` (``summaries``, each with its
+        topic, time range and entry count; ``total_summaries``, ``total_entries``, ``time_range``).
+
+        LightMem writes summaries here with extra LLM calls over time windows; in this project the
+        extraction call already writes one per topic (``text_summary``) and ``summary_retriever``
+        indexes them as batches are stored, so this reads them and makes no call."""
+        summaries = self.components.summaries
+        if summaries is None:
+            raise ConfigError("summarize() needs summary_retriever (and text_summary: true) in the configuration")
+        return summaries.report(user_id, self.get_all(user_id))
 
     # --- deletion ---------------------------------------------------------------------------------
     def delete(self, entry_id: str) -> bool:

@@ -103,5 +103,22 @@ class TopicSummaries:
         taken = {e.id for e, _ in within}
         return within + [(e, s) for e, s in plain if e.id not in taken][: limit - len(within)]
 
+    def report(self, user_id: str, entries: list[MemoryEntry]) -> dict[str, Any]:
+        """The user's topic summaries in LightMem's ``summarize()`` form (oldest first), each with the
+        time range and the number of ``entries`` of its topic."""
+        by_topic: dict[int, list[MemoryEntry]] = {}
+        for entry in entries:
+            by_topic.setdefault(entry.topic_id, []).append(entry)
+        items = []
+        for point in self.store.list_entries(user_id):
+            topic = by_topic.get(point.topic_id, [])
+            start = min((e.time_stamp for e in topic), default=point.time_stamp)
+            items.append({"summary": point.memory, "summary_id": point.id, "topic_id": point.topic_id,
+                          "session_id": point.session_id, "entry_count": len(topic),
+                          "time_range": {"start": start.isoformat(), "end": point.time_stamp.isoformat()}})
+        return {"summaries": items, "total_summaries": len(items), "total_entries": sum(i["entry_count"] for i in items),
+                "time_range": {"start": items[0]["time_range"]["start"], "end": items[-1]["time_range"]["end"]}
+                if items else None}
+
     def delete_user(self, user_id: str) -> None:
         self.store.delete_user(user_id)

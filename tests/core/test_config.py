@@ -18,7 +18,7 @@ README_KEYS = [
     "pre_compress", "pre_compressor", "topic_segment", "precomp_topic_shared", "topic_segmenter", "messages_use",
     "metadata_generate", "text_summary", "memory_manager", "extract_threshold", "index_strategy", "text_embedder",
     "multimodal_embedder", "history_db_path", "retrieve_strategy", "context_retriever", "embedding_retriever",
-    "update", "kv_cache", "kv_cache_path", "graph_mem", "version", "logging",
+    "summary_retriever", "update", "kv_cache", "kv_cache_path", "graph_mem", "extraction_mode", "version", "logging",
 ]
 
 
@@ -70,6 +70,23 @@ def test_wrong_type_names_key_and_expectation(memory_config) -> None:
 def test_unbuilt_options_are_refused_not_ignored(memory_config, key, value, what) -> None:
     with pytest.raises(NotSupportedError, match=what):
         parse_config(memory_config(**{key: value}))
+
+
+def test_context_retriever_top_k_is_the_default_limit(make_memory) -> None:
+    """LightMem's ``context_retriever.configs.top_k``: how many memories ``retrieve`` returns unasked."""
+    memory = make_memory(retrieve_strategy="hybrid", context_retriever={"model_name": "BM25", "configs": {"top_k": 2}})
+    memory.add_memory([{"role": "user", "content": f"I went hiking on trail number {n}.", "time_stamp": "2025-01-10"}
+                       for n in range(4)], force_extract=True)
+    assert len(memory.retrieve("hiking trail")) == 2
+    assert len(memory.retrieve("hiking trail", limit=3)) == 3
+    assert parse_config({}).default_retrieve_limit == 10  # LightMem's retrieve(limit=10) otherwise
+
+
+def test_qdrant_host_and_port_name_a_server() -> None:
+    cfg = parse_config({"embedding_retriever": {"model_name": "qdrant", "configs": {"host": "qdrant.local", "port": 6334}}})
+    assert cfg.embedding_retriever is not None and cfg.embedding_retriever.configs.url == "http://qdrant.local:6334"
+    with pytest.raises(ConfigError, match="either 'url' or 'host'"):
+        parse_config({"embedding_retriever": {"configs": {"host": "a", "url": "http://b:6333"}}})
 
 
 def test_faiss_is_refused() -> None:

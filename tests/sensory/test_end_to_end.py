@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,38 +23,31 @@ def llm() -> Iterator[ScriptedLLMServer]:
         yield server
 
 
-def readme_config(tmp_path: Path, lingua_path: str, minilm_path: str, base_url: str) -> dict[str, Any]:
-    """LightMem README's ``config_dict``, field for field: local paths, device cpu, the scripted LLM."""
-    return {
-        "pre_compress": True,
-        "pre_compressor": {
-            "model_name": "llmlingua-2",
-            "configs": {"llmlingua_config": {"model_name": lingua_path, "device_map": "cpu", "use_llmlingua2": True}},
-        },
-        "topic_segment": True,
-        "precomp_topic_shared": True,
-        "topic_segmenter": {"model_name": "llmlingua-2"},
-        "messages_use": "user_only",
-        "metadata_generate": True,
-        "text_summary": True,
-        "memory_manager": {"model_name": "openai", "configs": {
-            "model": "gpt-4o-mini", "api_key": "sk-test", "max_tokens": 16000, "openai_base_url": base_url}},
-        "extract_threshold": 0.1,
-        "index_strategy": "embedding",
-        "text_embedder": {"model_name": "huggingface", "configs": {
-            "model": minilm_path, "embedding_dims": 384, "model_kwargs": {"device": "cpu"}}},
-        "retrieve_strategy": "embedding",
-        "embedding_retriever": {"model_name": "qdrant", "configs": {
-            "collection_name": "my_long_term_chat", "embedding_model_dims": 384, "path": str(tmp_path / "my_long_term_chat")}},
-        "update": "offline",
-        "logging": {"level": "DEBUG", "file_enabled": True, "log_dir": str(tmp_path / "logs")},
-        "history_db_path": str(tmp_path / "history.db"),
-    }
+README_CONFIG = Path(__file__).with_name("lightmem_readme_config.json")
+
+
+def readme_config(lingua_path: str, minilm_path: str, base_url: str) -> dict[str, Any]:
+    """LightMem README's ``config_dict`` as the README writes it (``lightmem_readme_config.json``), with only
+    the model paths, the device and the LLM endpoint changed: the README's ``'xxx'`` backend becomes
+    ``openai`` at the scripted server. Its relative paths stay: the test runs in a temporary folder."""
+    config: dict[str, Any] = json.loads(README_CONFIG.read_text(encoding="utf-8"))
+    del config["_source"]
+    lingua = config["pre_compressor"]["configs"]["llmlingua_config"]
+    lingua.update(model_name=lingua_path, device_map="cpu")
+    embedder = config["text_embedder"]["configs"]
+    embedder["model"], embedder["model_kwargs"]["device"] = minilm_path, "cpu"
+    manager = config["memory_manager"]
+    manager["model_name"] = "openai"
+    llm = manager["configs"]
+    del llm["xxx_base_url"]
+    llm.update(model="gpt-4o-mini", api_key="sk-test", openai_base_url=base_url)
+    return config
 
 
 def test_readme_configuration_runs_end_to_end(tmp_path: Path, lingua_path: str, minilm_path: str,
-                                              llm: ScriptedLLMServer) -> None:
-    memory = LightMemory.from_config(readme_config(tmp_path, lingua_path, minilm_path, llm.base_url))
+                                              llm: ScriptedLLMServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)  # the README's ./my_long_term_chat, ./my_chat_summaries, ./logs land here
+    memory = LightMemory.from_config(readme_config(lingua_path, minilm_path, llm.base_url))
     try:
         compressor, segmenter = memory.components.compressor, memory.components.segmenter
         assert isinstance(compressor, LLMLingua2Compressor) and isinstance(segmenter, LLMLingua2Segmenter)
@@ -76,8 +70,18 @@ def test_readme_configuration_runs_end_to_end(tmp_path: Path, lingua_path: str, 
         assert 0 < stats["tokens_after_compression"] < stats["tokens_original"]
         stored = memory.history.messages("default")
         assert any(m["compressed"] and m["compressed"] != m["content"] for m in stored)  # original kept beside it
+        # The README's next steps: the offline update, the summaries, retrieval.
+        assert memory.construct_update_queue_all_entries() > 0
+        memory.offline_update_all_entries(score_threshold=0.8)
+        summaries = memory.summarize()
+        topics = {e.topic_id for e in memory.get_all("default")}
+        assert summaries["total_summaries"] == len(topics) >= 2  # one per topic, written by the extraction calls
+        assert all(s["summary"].startswith("Talk about") for s in summaries["summaries"])
+        assert (tmp_path / "my_long_term_chat").is_dir() and (tmp_path / "my_chat_summaries").is_dir()
+        assert (tmp_path / "logs" / "run" / "lightmem.log").is_file()
         hits = memory.retrieve("What is the name of my dog?", limit=5)
-        assert hits and llm.requests
+        assert isinstance(hits, list) and hits
+        assert any("Rex" in m.content for m in hits[0].sources)  # through the first topic's summary
     finally:
         memory.close()
 
