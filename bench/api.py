@@ -66,8 +66,10 @@ def _turns(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def _enqueue(base: str, sessions: list[tuple[str, Any]]) -> tuple[list[float], list[str]]:
-    latencies, ids = [], []
+def _enqueue(base: str, sessions: list[tuple[str, Any]]) -> tuple[list[float], list[str], list[float]]:
+    """Each session enqueued, then a ``GET /healthz`` timed on the same connection: the floor of any HTTP
+    request through this API process at that moment (no Redis, no validation, no user data)."""
+    latencies, ids, floor = [], [], []
     with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {KEY}"}, timeout=30) as client:
         for user_id, session in sessions:
             body = {"session_id": session.session_id, "time_stamp": session.time_stamp.isoformat(),
@@ -77,9 +79,12 @@ def _enqueue(base: str, sessions: list[tuple[str, Any]]) -> tuple[list[float], l
             latencies.append(time.perf_counter() - started)
             reply.raise_for_status()
             ids.append(reply.json()["tracking_id"])
+            started = time.perf_counter()
+            client.get("/healthz").raise_for_status()
+            floor.append(time.perf_counter() - started)
         for user_id in {u for u, _ in sessions}:
             client.post("/v1/flush", params={"user_id": user_id}).raise_for_status()
-    return latencies, ids
+    return latencies, ids, floor
 
 
 def _search(base: str, clients: int = CLIENTS) -> tuple[list[float], int]:
@@ -108,6 +113,25 @@ def _search(base: str, clients: int = CLIENTS) -> tuple[list[float], int]:
     for t in threads:
         t.join()
     return latencies, errors[0]
+
+
+def _cpu_seconds(procs: dict[str, Any]) -> dict[str, float]:
+    """CPU seconds (user + system) so far of each named process with its children, and of this one
+    (the benchmark's client threads)."""
+    import psutil
+
+    def total(pid: int) -> float:
+        try:
+            proc = psutil.Process(pid)
+            family = [proc, *proc.children(recursive=True)]
+            return sum(p.cpu_times().user + p.cpu_times().system for p in family)
+        except psutil.NoSuchProcess:
+            return 0.0
+
+    seconds = {name: total(proc.pid) for name, proc in procs.items()}
+    own = psutil.Process().cpu_times()  # without its children: those are the processes above
+    seconds["clients (the benchmark process)"] = own.user + own.system
+    return seconds
 
 
 def _wait_ready(base: str, proc: Any, timeout_s: float = 180) -> None:
@@ -151,9 +175,11 @@ def measure(workdir: Path, size: int = SIZE) -> dict[str, float]:
         api = cluster.start("api", [sys.executable, "-m", "producers.cli", "api", "--port", str(port)])
         base = f"http://127.0.0.1:{port}"
         _wait_ready(base, api)
-        enqueue, ids = _enqueue(base, sessions)
+        enqueue, ids, healthz = _enqueue(base, sessions)
         producer.wait_indexed(ids, timeout_s=1800)  # searches run on a quiet store
+        before = _cpu_seconds(cluster.procs)
         search, errors = _search(base)
+        after = _cpu_seconds(cluster.procs)
         alone, _ = _search(base, clients=1)  # the same without queueing: what one search costs here
         producer.close()
     finally:
@@ -161,10 +187,13 @@ def measure(workdir: Path, size: int = SIZE) -> dict[str, float]:
         os.environ.clear()
         os.environ.update(saved)
     return {"enqueues": len(enqueue), "enqueue_p50_ms": percentile(enqueue, 50) * 1000,
-            "enqueue_p99_ms": percentile(enqueue, 99) * 1000, "searches": len(search), "search_errors": errors,
+            "enqueue_p99_ms": percentile(enqueue, 99) * 1000, "healthz_p50_ms": percentile(healthz, 50) * 1000,
+            "healthz_p99_ms": percentile(healthz, 99) * 1000, "searches": len(search), "search_errors": errors,
             "search_p50_ms": percentile(search, 50) * 1000, "search_p95_ms": percentile(search, 95) * 1000,
             "alone_p50_ms": percentile(alone, 50) * 1000, "alone_p95_ms": percentile(alone, 95) * 1000,
-            "per_s": len(search) / max(1e-9, sum(search) / CLIENTS)}
+            "per_s": len(search) / max(1e-9, sum(search) / CLIENTS),
+            **{f"cpu_ms_per_search:{name}": (after[name] - before.get(name, 0.0)) * 1000 / max(1, len(search))
+               for name in after}}
 
 
 def run() -> str:
@@ -177,6 +206,8 @@ def run() -> str:
         f"| enqueue p50 / p99 through HTTP ({m['enqueues']:.0f} LoCoMo sessions, workers running) | "
         f"{m['enqueue_p50_ms']:.1f} / {m['enqueue_p99_ms']:.1f} ms | p99 ≤ {GOAL_ENQUEUE_P99_MS:g} ms: "
         f"{met[m['enqueue_p99_ms'] <= GOAL_ENQUEUE_P99_MS]} |",
+        f"| `GET /healthz` p50 / p99, timed after each enqueue on the same connection (the HTTP floor) | "
+        f"{m['healthz_p50_ms']:.1f} / {m['healthz_p99_ms']:.1f} ms | – |",
         f"| search p50 / p95, {CLIENTS} concurrent clients, hybrid, query embedding included "
         f"({m['searches']:.0f} searches, {m['search_errors']:.0f} errors) | "
         f"{m['search_p50_ms']:.1f} / {m['search_p95_ms']:.1f} ms | p95 ≤ {GOAL_SEARCH_P95_MS:g} ms: "
@@ -185,6 +216,9 @@ def run() -> str:
         f"{m['alone_p95_ms']:.1f} ms | – |",
         "", f"Throughput with {CLIENTS} clients: about {m['per_s']:.0f} searches/s on this machine's 2 cores, shared by the "
         "clients, the API process, Redis and the store worker.",
+        "", f"CPU per search while the {CLIENTS} clients ran, by process (ms of CPU per search, all cores): "
+        + ", ".join(f"{k.split(':', 1)[1]} {v:.1f}" for k, v in m.items() if k.startswith("cpu_ms_per_search:")
+                    and v >= 0.05) + ".",
     ])
 
 

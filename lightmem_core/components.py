@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from lightmem_core.embedders.base import Embedder
+from lightmem_core.embedders.base import Embedder, ImageEmbedder
 from lightmem_core.embedders.bm25 import BM25Encoder
 from lightmem_core.extraction.base import Extractor
 from lightmem_core.history import HistoryStore
@@ -32,4 +32,5 @@ class Components:
     count_tokens: Callable[[str], int] = count_tokens
     decider: UpdateDecider | None = None  # None: the model-free exact-duplicate decider
     reply_cache: ReplyCache | None = None  # the call cache (kv_cache) that the LLM client replays from
+    image_embedder: ImageEmbedder | None = None  # multimodal_embedder: images into the collection's image vector
     summaries: TopicSummaries | None = None  # summary_retriever: topic summaries indexed and searched first

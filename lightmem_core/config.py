@@ -129,6 +129,9 @@ class LLMConfig(_Strict):
     tokens_per_minute: int = Field(0, ge=0)
     online_score_threshold: float = Field(0.8, ge=-1.0, le=1.0)  # update="online": neighbours at least this similar
     online_top_k: int = Field(5, ge=1)
+    # The model reads images (OpenAI-style image_url parts): with images in messages and
+    # multimodal memory, extraction sends them; False: they are left out, with one warning.
+    vision: bool = False
 
     @model_validator(mode="before")
     @classmethod
@@ -168,6 +171,23 @@ class EmbedderOptions(_Strict):
 class TextEmbedderConfig(_Strict):
     model_name: Literal["huggingface", "openai"] = "huggingface"
     configs: EmbedderOptions = Field(default_factory=EmbedderOptions)
+
+
+class MultimodalEmbedderOptions(_Strict):
+    """A CLIP-style model folder (sentence-transformers): images and text queries in one vector space."""
+
+    model: str  # no CLIP weights are bundled: the path is required
+    device: str = "auto"
+    embedding_dims: int | None = Field(None, ge=1)
+    batch_size: int = Field(16, ge=1)
+    model_kwargs: dict[str, Any] = Field(default_factory=dict)
+
+
+class MultimodalEmbedderConfig(_Strict):
+    """``multimodal_embedder``: every image is embedded into the collection's ``image`` vector."""
+
+    model_name: Literal["huggingface"] = "huggingface"
+    configs: MultimodalEmbedderOptions
 
 
 class QdrantOptions(_Strict):
@@ -285,7 +305,7 @@ class BaseMemoryConfigs(_Strict):
     extract_threshold: float = Field(0.5, gt=0.0, le=1.0)
     index_strategy: Strategy | None = None
     text_embedder: TextEmbedderConfig | None = None
-    multimodal_embedder: dict[str, Any] | None = None
+    multimodal_embedder: MultimodalEmbedderConfig | None = None
     history_db_path: str = os.path.join(LIGHTMEM_DIR, "history.db")
     # PostgreSQL instead of the SQLite file, for workers on several hosts: postgresql://user:pass@host:5432/db
     history_db_url: str | None = None
@@ -382,7 +402,6 @@ class BaseMemoryConfigs(_Strict):
 
 # Options that LightMem's table lists and this project has not built yet: refused, never ignored.
 _UNBUILT: tuple[tuple[str, Any, str], ...] = (
-    ("multimodal_embedder", None, "multimodal memory"),
     ("graph_mem", False, "graph memory"),
     ("extraction_mode", "flat", "event extraction mode"),
 )

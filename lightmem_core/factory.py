@@ -12,8 +12,9 @@ from collections.abc import Callable
 
 from lightmem_core.components import Components
 from lightmem_core.config import BaseMemoryConfigs, TextEmbedderConfig
-from lightmem_core.embedders.base import Embedder
+from lightmem_core.embedders.base import Embedder, ImageEmbedder
 from lightmem_core.embedders.bm25 import BM25Encoder
+from lightmem_core.embedders.clip import CLIPEmbedder
 from lightmem_core.embedders.huggingface import HuggingFaceEmbedder
 from lightmem_core.embedders.openai import OpenAIEmbedder
 from lightmem_core.errors import ConfigError
@@ -29,6 +30,7 @@ from lightmem_core.llm.cache_sql import SQLReplyCache
 from lightmem_core.llm.openai_compat import OpenAICompatClient
 from lightmem_core.llm.ratelimit import InProcessRateLimiter, RateLimiter
 from lightmem_core.llm.retry import RetryingClient
+from lightmem_core.llm.text_only import TextOnlyClient
 from lightmem_core.retrieval import Retriever
 from lightmem_core.sensory.builders import (
     embedding_segmenter,
@@ -73,7 +75,19 @@ def build_embedder(config: BaseMemoryConfigs) -> Embedder | None:
     return EMBEDDERS[cfg.model_name](cfg)
 
 
-def build_store(config: BaseMemoryConfigs, dims: int) -> MemoryStore:
+def build_image_embedder(config: BaseMemoryConfigs) -> ImageEmbedder | None:
+    """The CLIP-style model of ``multimodal_embedder``, or ``None``; a missing path fails here."""
+    cfg = config.multimodal_embedder
+    if cfg is None:
+        return None
+    opts = cfg.configs
+    return CLIPEmbedder(model=opts.model, device=opts.device, batch_size=opts.batch_size,
+                        embedding_dims=opts.embedding_dims, model_kwargs=opts.model_kwargs)
+
+
+def build_store(config: BaseMemoryConfigs, dims: int, image_dims: int | None = None) -> MemoryStore:
+    """The entries' collection: a Qdrant server at ``url``, else an embedded Edge folder; with ``image_dims``
+    it has the ``image`` vector too."""
     retriever = config.embedding_retriever
     opts = retriever.configs if retriever is not None else None
     declared = opts.embedding_model_dims if opts else None
@@ -82,8 +96,9 @@ def build_store(config: BaseMemoryConfigs, dims: int) -> MemoryStore:
     collection = opts.collection_name if opts else "lightmem"
     if opts is not None and opts.url:
         return QdrantStore(collection=collection, dims=dims, url=opts.url, api_key=opts.api_key, on_disk=opts.on_disk,
-                           timeout_s=opts.timeout_s)
-    return EdgeStore(collection=collection, dims=dims, path=_entries_path(config), on_disk=opts.on_disk if opts else False)
+                           timeout_s=opts.timeout_s, image_dims=image_dims)
+    return EdgeStore(collection=collection, dims=dims, path=_entries_path(config), on_disk=opts.on_disk if opts else False,
+                     image_dims=image_dims)
 
 
 def _entries_path(config: BaseMemoryConfigs) -> str:
@@ -170,7 +185,7 @@ def build_llm_client(config: BaseMemoryConfigs, recorder: CallRecorder | None = 
     if name == "verbatim":
         return None
     backend = LLM_BACKENDS[name](name, opts)
-    client: LLMClient = backend
+    client: LLMClient = backend if opts.vision else TextOnlyClient(backend)
     if recorder is not None:
         client = AccountingClient(client, recorder, model=opts.model)
     if limiter is None and (opts.requests_per_minute or opts.tokens_per_minute):
@@ -180,7 +195,7 @@ def build_llm_client(config: BaseMemoryConfigs, recorder: CallRecorder | None = 
     if cache is None:
         return client
     params = {"backend": name, "model": backend.model, "temperature": opts.temperature, "top_p": opts.top_p,
-              "max_tokens": opts.max_tokens}
+              "max_tokens": opts.max_tokens, **({"vision": True} if opts.vision else {})}
     return CachingClient(client, cache, params, recorder)
 
 
@@ -251,9 +266,11 @@ def build_bm25(config: BaseMemoryConfigs) -> BM25Encoder | None:
 def build_retriever(config: BaseMemoryConfigs) -> Retriever:
     """What searching needs and nothing more (no history, no LLM): a process that only searches."""
     embedder = build_embedder(config)
+    image_embedder = build_image_embedder(config)
     dims = embedder.dims if embedder else 1
-    store = build_store(config, dims)
+    store = build_store(config, dims, image_embedder.dims if image_embedder else None)
     return Retriever(store=store, embedder=embedder, bm25=build_bm25(config), strategy=config.retrieve_strategy,
+                     image_embedder=image_embedder,
                      history=build_history(config), summaries=build_summaries(config, dims))
 
 
@@ -275,8 +292,10 @@ def build_components(config: BaseMemoryConfigs, embedder: Embedder | None = None
     bm25 = build_bm25(config)
     compressor = build_compressor(config)
     segmenter = build_segmenter(config, embedder)
+    image_embedder = build_image_embedder(config)
     dims = embedder.dims if embedder else 1
-    store = build_store(config, dims)
+    store = build_store(config, dims, image_embedder.dims if image_embedder else None)
     return Components(store=store, history=history, extractor=extractor, embedder=embedder, bm25=bm25,
+                      image_embedder=image_embedder,
                       compressor=compressor, segmenter=segmenter, decider=build_decider(config, client),
                       reply_cache=reply_cache, summaries=build_summaries(config, dims))

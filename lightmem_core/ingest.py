@@ -2,7 +2,9 @@
 
 LightMem's message dicts are accepted as they are: ``role``, ``content``, ``time_stamp`` (also
 ``timestamp``), and optionally ``speaker_name`` (also ``speaker``), ``id`` (also ``message_id``),
-``session_id``. Naive time stamps are read as UTC.
+``session_id``. Naive time stamps are read as UTC. ``content`` may also be a list of OpenAI-style
+content parts with images, and LoCoMo's ``img_url``/``blip_caption`` give a shared photo
+(``lightmem_core/images.py``); a message with images and no text is kept.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from datetime import datetime
 from typing import Any
 
 from lightmem_core.errors import InvalidInput
+from lightmem_core.images import message_images
 from lightmem_core.models import ROLES, Message, message_id_for, utc_now
 from lightmem_core.timeparse import parse_time
 
@@ -56,15 +59,15 @@ def normalize_messages(
             offsets[sid] = next_turn_index(sid)
         turn_index = offsets[sid]
         offsets[sid] += 1
-        content = fields["content"]
+        content, images = fields["content"], fields["images"]
         mid = str(fields.get("id") or fields.get("message_id") or message_id_for(user_id, sid, turn_index))
-        if not content.strip():
+        if not content.strip() and not images:
             batch.skipped_empty.append(mid)
             continue
         batch.messages.append(
             Message(
                 id=mid, user_id=user_id, session_id=sid, turn_index=turn_index, role=fields["role"], content=content,
-                time_stamp=_time_of(index, fields, fallback_time), speaker=_speaker(fields),
+                time_stamp=_time_of(index, fields, fallback_time), speaker=_speaker(fields), images=images,
             )
         )
     return batch
@@ -83,15 +86,14 @@ def _check_item(index: int, raw: object) -> dict[str, Any]:
         raise InvalidInput(f"{where}.role: unknown role {raw['role']!r}; expected one of {list(ROLES)}")
     if "content" not in raw:
         raise InvalidInput(f"{where}.content: missing")
-    if not isinstance(raw["content"], str):
-        raise InvalidInput(f"{where}.content: expected a string, got {type(raw['content']).__name__}")
+    text, images = message_images(where, raw)
     stamp = raw.get("time_stamp", raw.get("timestamp"))
     if stamp is not None:
         try:
             parse_time(stamp)
         except ValueError as exc:
             raise InvalidInput(f"{where}.time_stamp: {exc}") from exc
-    return dict(raw)
+    return {**raw, "content": text, "images": images}
 
 
 def _time_of(index: int, fields: dict[str, Any], fallback: datetime) -> datetime:

@@ -42,6 +42,21 @@ def entry_id_for(user_id: str, source_ids: list[str], text: str) -> str:
     return stable_id("entry", user_id, *sorted(source_ids), digest)
 
 
+class ImagePart(BaseModel):
+    """An image a message carries (``lightmem_core/images.py`` validates it at ingest).
+
+    ``url`` is a ``data:image/...;base64,`` URL (the bytes travel with the message), a local file path
+    (by reference: every worker must see the file), an ``http(s)://`` URL (by reference; sent to a vision
+    model as it is, never fetched here), or ``None`` when only a caption is known. ``caption`` (LoCoMo's
+    ``blip_caption``) is kept as text.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: str | None = None
+    caption: str | None = None
+
+
 class Message(BaseModel):
     """One conversation turn, as validated at the edge.
 
@@ -59,6 +74,7 @@ class Message(BaseModel):
     content: str
     time_stamp: datetime
     speaker: str | None = None
+    images: list[ImagePart] = Field(default_factory=list)
     compressed: str | None = None
     tokens_original: int = 0
     tokens_compressed: int | None = None
@@ -127,6 +143,10 @@ class MemoryEntry(BaseModel):
     keywords: list[str] = Field(default_factory=list)
     category: str | None = None
     summary: str | None = None
+    # "image": an image of a message (``multimodal_embedder``), never changed by an update; ``image_url``
+    # is its reference (a path, an http URL, or ``sha256:<digest>`` for inline bytes, embedded, not kept).
+    kind: Literal["fact", "image"] = "fact"
+    image_url: str | None = None
     created_at: datetime = Field(default_factory=utc_now)
     updated_at: datetime = Field(default_factory=utc_now)
 

@@ -9,7 +9,7 @@ over these functions:
 3. ``should_drain`` / ``take_batch``: when the buffer passes the threshold (or a flush was asked),
    take whole sessions up to the threshold as one batch, with topic ids fixed;
 4. ``extract_batch``: one extraction call for the batch (the driver decides where it runs);
-5. ``store_batch``: embed, upsert, record messages, changes and counters in the history, finish the
+5. ``store_batch``: embed, upsert (with ``multimodal_embedder``, the batch's images too), record messages, changes and counters in the history, finish the
    batch (all of it once, however often it runs);
 6. ``after_store``: the online update when ``update: online``;
 7. ``fail_batch`` / ``resume_failed``: a batch that failed for good is kept with its reason, and
@@ -33,7 +33,7 @@ from lightmem_core.sensory.compressors.base import Compressor
 from lightmem_core.sensory.segmenters.base import Segmenter
 from lightmem_core.spec import PipelineSpec
 from lightmem_core.state import Batch, BufferedSegment, BufferInfo, PipelineState, segment_key
-from lightmem_core.stores.indexing import index_entries
+from lightmem_core.stores.indexing import index_entries, index_images
 from lightmem_core.update.decision import ExactDuplicateDecider, UpdateDecider
 from lightmem_core.update.online import online_update
 
@@ -184,10 +184,14 @@ def store_batch(state: PipelineState, c: Components, batch: Batch, entries: list
     batch; ``False`` when a previous run stored it already (the upserts are idempotent, and the
     history and the counters are written once)."""
     index_entries(entries, c.store, c.embedder, c.bm25)
+    images = (index_images(batch.segments, roles, c.store, c.embedder, c.bm25, c.image_embedder)
+              if c.image_embedder is not None else 0)
     if c.summaries is not None:
         c.summaries.index(entries, c.embedder, c.bm25)
     messages = batch.messages
     amounts = batch_amounts(batch, entries, roles, c.count_tokens)
+    if images:
+        amounts["images_stored"] = images
     with c.history.transaction() as conn:
         c.history.save_messages(conn, messages)
         c.history.set_message_state(conn, batch.user_id, [m.id for m in messages], "extracted")

@@ -12,10 +12,11 @@ from typing import Any, get_args
 
 from lightmem_core.components import Components
 from lightmem_core.config import Strategy
-from lightmem_core.embedders.base import Embedder
+from lightmem_core.embedders.base import Embedder, ImageEmbedder
 from lightmem_core.embedders.bm25 import BM25Encoder, SparseVec
 from lightmem_core.errors import InvalidInput
 from lightmem_core.history import HistoryStore
+from lightmem_core.image_search import with_images
 from lightmem_core.models import MemoryEntry, RetrievedMemory, SourceMessage
 from lightmem_core.stores.base import MemoryStore
 from lightmem_core.summaries import TopicSummaries
@@ -34,11 +35,13 @@ class Retriever:
     bm25: BM25Encoder | None
     strategy: Strategy
     history: HistoryStore | None = None  # where the original messages are; None: results without them
+    image_embedder: ImageEmbedder | None = None  # multimodal_embedder: image entries fused into the results
     summaries: TopicSummaries | None = None  # summary_retriever: search the topic summaries first
 
     @classmethod
     def of(cls, c: Components, strategy: Strategy, embedder: Embedder | None = None) -> Retriever:
         return cls(store=c.store, embedder=embedder or c.embedder, bm25=c.bm25, strategy=strategy, history=c.history,
+                   image_embedder=c.image_embedder,
                    summaries=c.summaries)
 
     def checked_strategy(self, strategy: str | None) -> Strategy:
@@ -73,8 +76,11 @@ class Retriever:
 
     def retrieve(self, user_id: str, query: str, limit: int, filters: dict[str, Any] | None = None,
                  strategy: str | None = None) -> list[RetrievedMemory]:
-        """``search``'s hits as results that carry their original messages."""
+        """``search``'s hits (fused with image search under ``multimodal_embedder``) as results that carry
+        their original messages."""
         hits = self.search(user_id, query, limit, filters, strategy)
+        if self.image_embedder is not None:
+            hits = with_images(self.store, self.image_embedder, user_id, query, hits, limit, filters)
         originals = (self.history.messages_by_id(user_id, [i for e, _ in hits for i in e.source_ids])
                      if self.history is not None and hits else {})
         return [RetrievedMemory(id=e.id, score=s, memory=e.memory, time_stamp=e.time_stamp, weekday=e.weekday, entry=e,

@@ -4,7 +4,9 @@ Serves ``POST /v1/chat/completions`` and ``POST /v1/embeddings`` on 127.0.0.1. E
 takes the next scripted ``Step`` if there is one (given content, usage or not, a delay, HTTP 429
 with ``Retry-After``, 500, a broken body); otherwise it answers automatically from the request:
 extraction prompts get one fact per message shown, citing that message's reference (plus keywords
-and topic summaries when the prompt asks for them), update prompts get ``ignore`` (or, with
+and topic summaries when the prompt asks for them; and, like a vision model, one fact per image sent
+as an ``image_url`` content part after its ``Image m3.1:`` label, naming the image's size and main
+colour, which it reads from the data URL; an image part it cannot decode gets HTTP 400, as OpenAI answers), update prompts get ``ignore`` (or, with
 ``update_actions="mixed"``, a decision derived from the target's text, so that runs are
 repeatable), anything else ``OK``. Every request is recorded.
 
@@ -36,7 +38,9 @@ As a process: ``lightmem scripted-llm --port 8011 [--delay-s 1.0]`` (or ``python
 from __future__ import annotations
 
 import argparse
+import base64
 import hashlib
+import io
 import json
 import random
 import re
@@ -48,6 +52,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from lightmem_core.embedders.hashing import HashingEmbedder
+from lightmem_core.llm.base import content_text
 from lightmem_core.llm.openai_compat import count_prompt_tokens
 from lightmem_core.tokens import count_tokens
 
@@ -103,9 +108,11 @@ def auto_reply(body: dict[str, Any], update_actions: str = "ignore") -> str:
     """A plausible answer to a LightMem prompt, derived from the request alone."""
     messages = body.get("messages", [])
     system = next((m["content"] for m in messages if m["role"] == "system"), "")
-    user = "\n".join(m["content"] for m in messages if m["role"] == "user")
+    user = "\n".join(content_text(m) for m in messages if m["role"] == "user")
     if '"source_ids"' in system:
-        return json.dumps(_extraction(user, '"keywords"' in system, '"summaries"' in system))
+        reply = _extraction(user, '"keywords"' in system, '"summaries"' in system)
+        reply["facts"] += [{"text": text, "source_ids": [ref]} for ref, text in image_facts(messages)]
+        return json.dumps(reply)
     if '"action"' in system:
         return json.dumps(_update(user) if update_actions == "mixed" else
                           {"action": "ignore", "reason": "scripted: nothing to change"})
@@ -149,6 +156,56 @@ def _extraction(user: str, keywords: bool, summaries: bool) -> dict[str, Any]:
     if summaries:
         reply["summaries"] = [{"topic_id": t, "summary": f"Talk about {s}"} for t, s in firsts.items()]
     return reply
+
+
+_IMAGE_LABEL = re.compile(r"^Image (m\d+)\.\d+:$")
+
+
+def image_parts(messages: list[Any]) -> list[tuple[str, str]]:
+    """(label, URL) of every ``image_url`` part of the user messages, the label being the text part before it."""
+    found: list[tuple[str, str]] = []
+    for m in messages:
+        if m.get("role") != "user" or isinstance(m.get("content"), str):
+            continue
+        label = ""
+        for part in m.get("content") or []:
+            if part.get("type") == "text":
+                label = str(part.get("text", "")).strip()
+            elif part.get("type") == "image_url":
+                found.append((label, str((part.get("image_url") or {}).get("url", ""))))
+    return found
+
+
+def image_facts(messages: list[Any]) -> list[tuple[str, str]]:
+    """(reference, fact) for each labelled image: what a vision model could say, read from the pixels."""
+    from PIL import Image, ImageStat
+
+    facts = []
+    for label, url in image_parts(messages):
+        if not (m := _IMAGE_LABEL.match(label)) or not url.startswith("data:"):
+            continue
+        with Image.open(io.BytesIO(base64.b64decode(url.partition(",")[2]))) as img:
+            rgb = img.convert("RGB")
+            r, g, b = ImageStat.Stat(rgb).mean
+            size = rgb.size
+        colour = max((("red", r), ("green", g), ("blue", b)), key=lambda kv: kv[1])[0]
+        facts.append((m.group(1), f"The image shared in {m.group(1)} is {size[0]}x{size[1]} pixels, mostly {colour}."))
+    return facts
+
+
+def bad_image(body: dict[str, Any]) -> str | None:
+    """Why an ``image_url`` part of the request cannot be read (an http URL is taken as it is), or None."""
+    from PIL import Image
+
+    for _, url in image_parts(body.get("messages", [])):
+        if url.startswith(("http://", "https://")):
+            continue
+        try:
+            with Image.open(io.BytesIO(base64.b64decode(url.partition(",")[2], validate=True))) as img:
+                img.verify()
+        except Exception:  # whatever the decoder raises: the request is refused, as OpenAI refuses it
+            return "Invalid image data."
+    return None
 
 
 def _digest(model: Any, messages: list[Any]) -> str:
@@ -250,6 +307,8 @@ class ScriptedLLMServer:
             return step.status, headers, step.raw_body
         if step.status != 200:
             return step.status, headers, json.dumps({"error": {"message": f"scripted HTTP {step.status}"}})
+        if (why := bad_image(body)) is not None:
+            return 400, {}, json.dumps({"error": {"message": why, "type": "invalid_request_error"}})
         text = step.content
         if text is None and marked:
             text = "{scripted: not json"

@@ -84,7 +84,8 @@ def hit_view(hit: RetrievedMemory) -> dict[str, Any]:
     e = hit.entry
     return {"id": hit.id, "score": hit.score, "memory": hit.memory, "time_stamp": hit.time_stamp.isoformat(),
             "weekday": hit.weekday, "speaker": e.speaker, "session_id": e.session_id, "topic_id": e.topic_id,
-            "source_ids": list(e.source_ids), "sources": [m.model_dump(mode="json") for m in hit.sources]}
+            "source_ids": list(e.source_ids), "sources": [m.model_dump(mode="json") for m in hit.sources],
+            "kind": e.kind, "image_url": e.image_url}
 
 
 def answer(retriever: Retriever, request: DeskRequest) -> list[dict[str, Any]]:

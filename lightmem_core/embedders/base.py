@@ -13,3 +13,19 @@ class Embedder(Protocol):
     def dims(self) -> int: ...
 
     def embed(self, texts: list[str]) -> list[list[float]]: ...
+
+
+@runtime_checkable
+class ImageEmbedder(Protocol):
+    """A CLIP-style model: images and texts into one space of ``dims`` floats (``multimodal_embedder``)."""
+
+    @property
+    def dims(self) -> int: ...
+
+    def embed(self, texts: list[str]) -> list[list[float]]:
+        """Texts through the text tower: the query side of an image search."""
+        ...
+
+    def embed_images(self, images: list[bytes]) -> list[list[float]]:
+        """Encoded images (PNG, JPEG...) through the image tower."""
+        ...

@@ -2,20 +2,25 @@
 
 Each fact's ``source_ids`` are checked against the messages sent in that very call; the entry takes
 its time stamp from its latest source message, its topic and session from its first one, and gets a
-deterministic id from the user, the sources and the text. Nothing is clamped or guessed: a reply
-that does not fit raises ``ExtractionParseError`` (after one repair attempt) so the caller can keep
-the batch as failed.
+deterministic id from the user, the sources and the text. Images are shown by their captions in the
+text and sent as ``image_url`` parts (a client for a model without vision turns those into text).
+Nothing is clamped or guessed: a reply that does not fit raises ``ExtractionParseError`` (after one
+repair attempt) so the caller can keep the batch as failed.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 from lightmem_core.extraction import prompt
+from lightmem_core.images import model_url
 from lightmem_core.llm.base import CallTag, LLMClient
 from lightmem_core.llm.structured import ask_json
 from lightmem_core.models import MemoryEntry, Message, TopicSegment, entry_id_for
 from lightmem_core.timeparse import weekday_name
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -39,17 +44,41 @@ def prepare(segments: list[TopicSegment], roles: set[str], metadata: bool, summa
     for segment in segments:
         shown: list[prompt.PromptMessage] = []
         for message in segment.messages:
-            if message.role not in roles or not message.text.strip():
+            if message.role not in roles or not (message.text.strip() or message.images):
                 continue
             ref = f"m{len(by_ref) + 1}"
             by_ref[ref], seg_of[ref] = message, segment
             stamp = message.time_stamp
             shown.append(prompt.PromptMessage(ref=ref, time=f"{stamp:%Y-%m-%d %H:%M} {weekday_name(stamp)}",
-                                              speaker=message.speaker or message.role, text=message.text.strip()))
+                                              speaker=message.speaker or message.role, text=shown_text(ref, message)))
         if shown:
             topics.append(prompt.PromptTopic(topic_id=segment.topic_id, messages=shown))
     data = prompt.ExtractionInput(topics=topics, with_metadata=metadata, with_summary=summary)
+    data.images = prompt_images(by_ref)
     return PreparedBatch(data, by_ref, seg_of)
+
+
+def shown_text(ref: str, message: Message) -> str:
+    """A message's text as the model reads it, each image's caption after it (``[image m3.1: caption]``)."""
+    labels = [f"[image {ref}.{k}: {img.caption}]" if img.caption else f"[image {ref}.{k}]"
+              for k, img in enumerate(message.images, start=1)]
+    return " ".join([message.text.strip(), *labels]).strip()
+
+
+def prompt_images(by_ref: dict[str, Message]) -> list[prompt.PromptImage]:
+    """The images of the messages shown that have bytes or a URL, as the model is sent them; a local file
+    that cannot be read any more is left out (its caption is still in the text)."""
+    images = []
+    for ref, message in by_ref.items():
+        for k, image in enumerate(message.images, start=1):
+            if image.url is None:
+                continue
+            try:
+                images.append(prompt.PromptImage(label=f"{ref}.{k}", url=model_url(image.url)))
+            except OSError as exc:
+                log.warning("image %s.%d of a batch of user %s left out: %s", ref, k, message.user_id,
+                            type(exc).__name__)
+    return images
 
 
 def to_entries(reply: prompt.ExtractionReply, batch: PreparedBatch) -> list[MemoryEntry]:

@@ -8,6 +8,8 @@ per topic: both in the same call, so they cost no extra request.
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import BaseModel, ConfigDict, Field
 
 from lightmem_core.errors import ExtractionParseError
@@ -33,12 +35,20 @@ class PromptTopic(BaseModel):
     messages: list[PromptMessage]
 
 
+class PromptImage(BaseModel):
+    """An image sent to the model as an ``image_url`` part, after its label (``m3.1``: message m3's first)."""
+
+    label: str
+    url: str
+
+
 class ExtractionInput(BaseModel):
     """Everything the extraction prompt needs."""
 
     topics: list[PromptTopic]
     with_metadata: bool = False
     with_summary: bool = False
+    images: list[PromptImage] = Field(default_factory=list)
 
     @property
     def refs(self) -> set[str]:
@@ -100,7 +110,21 @@ def render(data: ExtractionInput) -> list[ChatMessage]:
     for topic in data.topics:
         lines.append(f"Topic {topic.topic_id}:")
         lines.extend(f"[{m.ref}] {m.time} {m.speaker}: {m.text}" for m in topic.messages)
-    return [{"role": "system", "content": system}, {"role": "user", "content": "\n".join(lines)}]
+    return [{"role": "system", "content": system}, {"role": "user", "content": _user_content(lines, data.images)}]
+
+
+def _user_content(lines: list[str], images: list[PromptImage]) -> str | list[dict[str, Any]]:
+    """The conversation as text; with images, content parts: the text, then each image after its label.
+    A client for a model that reads no images turns them back into text (``llm/text_only.py``)."""
+    text = "\n".join(lines)
+    if not images:
+        return text
+    parts: list[dict[str, Any]] = [{"type": "text", "text": text + "\nThe images shared above follow, each after its "
+                                    "label; what an image shows counts as said in its message."}]
+    for image in images:
+        parts += [{"type": "text", "text": f"Image {image.label}:"},
+                  {"type": "image_url", "image_url": {"url": image.url}}]
+    return parts
 
 
 def parse(text: str, data: ExtractionInput) -> ExtractionReply:

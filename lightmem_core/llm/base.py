@@ -10,17 +10,31 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Protocol, TypedDict
+from typing import Any, Protocol, TypedDict
 
 # The accounting outcome of a reply replayed from the call cache: no request was sent, so it is no LLM call.
 CACHE_HIT = "cache_hit"
 
 
 class ChatMessage(TypedDict):
-    """One chat message as the OpenAI API takes it."""
+    """One chat message as the OpenAI API takes it: text, or content parts (text and ``image_url``)."""
 
     role: str
-    content: str
+    content: str | list[dict[str, Any]]
+
+
+def content_text(message: ChatMessage) -> str:
+    """A message's text: its content, or the text of its content parts (images left out)."""
+    content = message["content"]
+    if isinstance(content, str):
+        return content
+    return "\n".join(str(p.get("text", "")) for p in content if p.get("type") == "text")
+
+
+def image_count(message: ChatMessage) -> int:
+    """How many ``image_url`` parts a message carries."""
+    content = message["content"]
+    return 0 if isinstance(content, str) else sum(1 for p in content if p.get("type") == "image_url")
 
 
 @dataclass(frozen=True)

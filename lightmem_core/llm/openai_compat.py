@@ -17,7 +17,7 @@ from typing import Any
 
 from lightmem_core.config import LLMConfig
 from lightmem_core.errors import ConfigError, LLMRequestError, TransientError
-from lightmem_core.llm.base import CallTag, ChatMessage, LLMReply
+from lightmem_core.llm.base import CallTag, ChatMessage, LLMReply, content_text, image_count
 from lightmem_core.tokens import count_tokens
 
 log = logging.getLogger(__name__)
@@ -41,9 +41,13 @@ BACKENDS: dict[str, BackendDefaults] = {
 }
 
 
+IMAGE_TOKENS = 765  # what OpenAI bills a 1024x1024 image at high detail: an estimate, for rate limits and logs
+
+
 def count_prompt_tokens(messages: list[ChatMessage]) -> int:
-    """Prompt tokens as OpenAI's chat format counts them (about 4 per message plus 3 for the reply)."""
-    return sum(count_tokens(m["content"]) + 4 for m in messages) + 3
+    """Prompt tokens as OpenAI's chat format counts them (about 4 per message plus 3 for the reply; an image
+    as ``IMAGE_TOKENS``)."""
+    return sum(count_tokens(content_text(m)) + IMAGE_TOKENS * image_count(m) + 4 for m in messages) + 3
 
 
 class OpenAICompatClient:

@@ -1,10 +1,12 @@
-"""The store role: memory entries with a dense and a sparse vector, always scoped by user."""
+"""The store role: memory entries with a dense and a sparse vector (image entries also an ``image`` one),
+always scoped by user."""
 
 from __future__ import annotations
 
 from typing import Any, Literal, Protocol
 
 from lightmem_core.embedders.bm25 import SparseVec
+from lightmem_core.errors import StoreError
 from lightmem_core.models import MemoryEntry
 
 SearchStrategy = Literal["embedding", "context", "hybrid"]
@@ -14,7 +16,8 @@ class MemoryStore(Protocol):
     """Persistent entries; every read and delete is filtered by ``user_id``."""
 
     def upsert(
-        self, entries: list[MemoryEntry], dense: list[list[float]] | None, sparse: list[SparseVec] | None
+        self, entries: list[MemoryEntry], dense: list[list[float]] | None, sparse: list[SparseVec] | None,
+        images: list[list[float]] | None = None,
     ) -> None: ...
 
     def get(self, entry_ids: list[str]) -> list[MemoryEntry]: ...
@@ -37,8 +40,26 @@ class MemoryStore(Protocol):
         filters: dict[str, Any] | None = None,
     ) -> list[tuple[MemoryEntry, float]]: ...
 
+    def search_images(
+        self, user_id: str, vector: list[float], limit: int, filters: dict[str, Any] | None = None
+    ) -> list[tuple[MemoryEntry, float]]:
+        """Image entries nearest to a CLIP vector; none when the collection has no ``image`` vector."""
+        ...
+
     def count(self, user_id: str | None = None) -> int: ...
 
     def reset(self) -> None: ...
 
     def close(self) -> None: ...
+
+
+def check_images(entries: list[MemoryEntry], images: list[list[float]] | None, image_dims: int | None) -> None:
+    """``StoreError`` unless ``images`` (one image vector per entry, or none) fits the collection."""
+    if images is None:
+        return
+    if image_dims is None:
+        raise StoreError("image vectors given, but the collection has no 'image' vector (multimodal_embedder is off)")
+    if len(images) != len(entries):
+        raise StoreError(f"{len(entries)} entries but {len(images)} image vectors")
+    if any(len(v) != image_dims for v in images):
+        raise StoreError(f"an image vector's size is not the collection's {image_dims}")

@@ -3,7 +3,8 @@
 The same layout as a Qdrant server collection (``lightmem_core/stores/qdrant.py``): a named dense vector
 ``dense`` (cosine) sized from the embedder, a sparse ``bm25`` vector with the IDF modifier, keyword and
 float payload indexes on the user and the times, the entries' deterministic ids as point ids. Hybrid
-search is Qdrant's prefetch + RRF fusion, run inside the engine.
+search is Qdrant's prefetch + RRF fusion, run inside the engine. With ``image_dims`` (``multimodal_embedder``)
+the shard also has the ``image`` vector, which image entries carry and ``search_images`` searches.
 
 A folder written by the previous version (qdrant-client's
 local mode: ``<path>/meta.json`` and ``<path>/collection/<collection>``) is copied into a new shard once,
@@ -30,9 +31,9 @@ from qdrant_client import models
 from lightmem_core.embedders.bm25 import SparseVec
 from lightmem_core.errors import StoreError
 from lightmem_core.models import MemoryEntry
-from lightmem_core.stores.base import SearchStrategy
+from lightmem_core.stores.base import SearchStrategy, check_images
 from lightmem_core.stores.filters import build_filter, prefetch_limit
-from lightmem_core.stores.layout import DENSE, SPARSE, create_shard, shard_dir
+from lightmem_core.stores.layout import DENSE, IMAGE, SPARSE, create_shard, shard_dir
 from lightmem_core.stores.migrate import migrate_local_mode
 
 log = logging.getLogger(__name__)
@@ -42,10 +43,13 @@ _SCROLL_PAGE = 1024
 CONFIG_FILE = "edge_config.json"  # written by the engine beside its segments
 
 
-def edge_point(entry: MemoryEntry, dense: list[float] | None, sparse: SparseVec | None) -> edge.Point:
+def edge_point(entry: MemoryEntry, dense: list[float] | None, sparse: SparseVec | None,
+               image: list[float] | None = None) -> edge.Point:
     vector: dict[str, Any] = {}
     if dense is not None:
         vector[DENSE] = [float(x) for x in dense]
+    if image is not None:
+        vector[IMAGE] = [float(x) for x in image]
     if sparse is not None:
         vector[SPARSE] = edge.SparseVector(list(sparse.indices), [float(v) for v in sparse.values])
     return edge.Point(entry.id, vector, entry.to_payload())
@@ -79,9 +83,11 @@ class EdgeStore:
 
     is_server = False
 
-    def __init__(self, collection: str, dims: int, path: str | None = None, on_disk: bool = False) -> None:
+    def __init__(self, collection: str, dims: int, path: str | None = None, on_disk: bool = False,
+                 image_dims: int | None = None) -> None:
         self.collection = collection
         self.dims = dims
+        self.image_dims = image_dims
         self._on_disk = on_disk
         self._scratch: tempfile.TemporaryDirectory[str] | None = None
         if not path or path == ":memory:":  # no folder asked for: a scratch one that goes away on close
@@ -105,7 +111,7 @@ class EdgeStore:
                 self._check_dims()
                 return edge.EdgeShard.load(str(self.folder))
             self.folder.mkdir(parents=True, exist_ok=True)
-            shard = create_shard(self.folder, self.dims, self._on_disk)
+            shard = create_shard(self.folder, self.dims, self._on_disk, self.image_dims)
             log.info("created Qdrant Edge shard %s (%d dims)", self.folder, self.dims)
             return shard
         except StoreError:
@@ -116,22 +122,31 @@ class EdgeStore:
 
     def _check_dims(self) -> None:
         try:
-            config = json.loads((self.folder / CONFIG_FILE).read_text())
-            have: Any = config["vectors"][DENSE]["size"]
+            vectors: Any = json.loads((self.folder / CONFIG_FILE).read_text())["vectors"]
+            have: Any = vectors[DENSE]["size"]
         except (OSError, ValueError, KeyError, TypeError):
-            have = "no 'dense' vector"
+            vectors, have = {}, "no 'dense' vector"
         if have != self.dims:
             raise StoreError(f"collection {self.collection!r} has dense size {have}, the embedder gives {self.dims}")
+        if self.image_dims is not None:
+            image: Any = (vectors.get(IMAGE) or {}).get("size", "no 'image' vector")
+            if image != self.image_dims:
+                raise StoreError(f"collection {self.collection!r} has image size {image}, the multimodal embedder gives "
+                                 f"{self.image_dims} (a collection made without multimodal_embedder needs a new "
+                                 "collection_name)")
 
     # --- writes -----------------------------------------------------------------------------------
-    def upsert(self, entries: list[MemoryEntry], dense: list[list[float]] | None, sparse: list[SparseVec] | None) -> None:
+    def upsert(self, entries: list[MemoryEntry], dense: list[list[float]] | None, sparse: list[SparseVec] | None,
+               images: list[list[float]] | None = None) -> None:
         if dense is not None and len(dense) != len(entries):
             raise StoreError(f"{len(entries)} entries but {len(dense)} dense vectors")
         if sparse is not None and len(sparse) != len(entries):
             raise StoreError(f"{len(entries)} entries but {len(sparse)} sparse vectors")
         if dense is not None and any(len(v) != self.dims for v in dense):
             raise StoreError(f"a dense vector's size is not the collection's {self.dims}")
-        points = [edge_point(e, dense[i] if dense is not None else None, sparse[i] if sparse is not None else None)
+        check_images(entries, images, self.image_dims)
+        points = [edge_point(e, dense[i] if dense is not None else None, sparse[i] if sparse is not None else None,
+                             images[i] if images is not None else None)
                   for i, e in enumerate(entries)]
         with self._write_lock:
             for start in range(0, len(points), _UPSERT_BATCH):
@@ -222,6 +237,15 @@ class EdgeStore:
             request = edge.QueryRequest(limit=limit, prefetches=prefetches, query=edge.Fusion.Rrf(k=RRF_K),  # type: ignore[arg-type]  # the stub misses Fusion's variants
                                         filter=flt,
                                         with_payload=True)
+        return [(MemoryEntry.from_payload(_payload(p)), float(p.score)) for p in self._shard.query(request)]
+
+    def search_images(self, user_id: str, vector: list[float], limit: int,
+                      filters: dict[str, Any] | None = None) -> list[tuple[MemoryEntry, float]]:
+        """The user's image entries nearest to ``vector`` (a CLIP text or image embedding)."""
+        if self.image_dims is None:
+            return []
+        request = edge.QueryRequest(limit=limit, query=edge.Query.Nearest(vector, using=IMAGE),
+                                    filter=edge_filter(build_filter(user_id, filters)), with_payload=True)
         return [(MemoryEntry.from_payload(_payload(p)), float(p.score)) for p in self._shard.query(request)]
 
     def close(self) -> None:

@@ -1,11 +1,18 @@
-"""Indexing: embed entries (batched) and upsert them with the vectors the index strategy asks for."""
+"""Indexing: embed entries (batched) and upsert them with the vectors the index strategy asks for; with
+``multimodal_embedder``, the image entries of a batch's messages with their ``image`` vectors."""
 
 from __future__ import annotations
 
-from lightmem_core.embedders.base import Embedder
+import logging
+from collections.abc import Set as AbstractSet
+
+from lightmem_core.embedders.base import Embedder, ImageEmbedder
 from lightmem_core.embedders.bm25 import BM25Encoder
-from lightmem_core.models import MemoryEntry
+from lightmem_core.images import image_bytes, reference
+from lightmem_core.models import MemoryEntry, TopicSegment, stable_id
 from lightmem_core.stores.base import MemoryStore
+
+log = logging.getLogger(__name__)
 
 
 def index_entries(
@@ -13,11 +20,63 @@ def index_entries(
     store: MemoryStore,
     embedder: Embedder | None,
     bm25: BM25Encoder | None,
+    images: list[list[float]] | None = None,
 ) -> None:
-    """Embed (batched) and upsert entries with the vectors the index strategy asks for."""
+    """Embed (batched) and upsert entries with the vectors the index strategy asks for (and ``images``,
+    one image vector per entry, when given)."""
     if not entries:
         return
     texts = [e.memory for e in entries]
     dense = embedder.embed(texts) if embedder is not None else None
     sparse = [bm25.encode_document(t) for t in texts] if bm25 is not None else None
-    store.upsert(entries, dense, sparse)
+    if images is None:
+        store.upsert(entries, dense, sparse)
+    else:
+        store.upsert(entries, dense, sparse, images)
+
+
+def image_entries(segments: list[TopicSegment], roles: AbstractSet[str]) -> list[tuple[MemoryEntry, str | None]]:
+    """One entry per image of the messages of ``roles``, whose provenance is its message, with the image's
+    URL. Its text is the caption (kept as text), so text search finds it as well as image search."""
+    out: list[tuple[MemoryEntry, str | None]] = []
+    for segment in segments:
+        for m in segment.messages:
+            if m.role not in roles:
+                continue
+            who = m.speaker or m.role
+            for k, image in enumerate(m.images):
+                said = m.content.strip()
+                text = (f"{who} shared an image: {image.caption}" if image.caption
+                        else f"{who} shared an image with the message: {said}" if said else f"{who} shared an image")
+                entry = MemoryEntry(
+                    id=stable_id("image", m.user_id, m.id, str(k)), user_id=m.user_id, memory=text,
+                    time_stamp=m.time_stamp, topic_id=segment.topic_id, session_id=segment.session_id,
+                    source_ids=[m.id], speaker=who, kind="image", image_url=reference(image.url) if image.url else None,
+                )
+                out.append((entry, image.url))
+    return out
+
+
+def index_images(segments: list[TopicSegment], roles: AbstractSet[str], store: MemoryStore, embedder: Embedder | None,
+                 bm25: BM25Encoder | None, image_embedder: ImageEmbedder) -> int:
+    """Upsert the image entries of a batch: text vectors of their captions, and the ``image`` vector of
+    every image whose bytes are here (inline or a local file; a remote URL is kept by reference only).
+    Returns the number of image entries."""
+    found = image_entries(segments, roles)
+    embeddable: list[tuple[MemoryEntry, bytes]] = []
+    by_reference: list[MemoryEntry] = []
+    for entry, url in found:
+        try:
+            data = image_bytes(url) if url else None
+        except (OSError, ValueError) as exc:  # checked at ingest; a file removed since costs its vector only
+            log.warning("image of entry %s not embedded: %s", entry.id, type(exc).__name__)
+            data = None
+        if data is None:
+            by_reference.append(entry)
+        else:
+            embeddable.append((entry, data))
+    if embeddable:
+        entries = [e for e, _ in embeddable]
+        index_entries(entries, store, embedder, bm25, images=image_embedder.embed_images([d for _, d in embeddable]))
+    index_entries(by_reference, store, embedder, bm25)
+    return len(found)

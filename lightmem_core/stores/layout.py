@@ -1,7 +1,8 @@
 """The collection layout both engines share, and the creation of an Edge shard with it.
 
 A named dense vector ``dense`` (cosine) sized from the embedder, a sparse ``bm25`` vector with Qdrant's IDF
-modifier, payload indexes on the user scope and on the numeric twins of the time fields. An embedded
+modifier, with ``multimodal_embedder`` an ``image`` vector (cosine) sized from the CLIP model, which only
+image entries have, payload indexes on the user scope and on the numeric twins of the time fields. An embedded
 folder keeps its Edge shard in ``<path>/edge/<collection>``.
 """
 
@@ -13,6 +14,7 @@ import qdrant_edge as edge
 
 DENSE = "dense"
 SPARSE = "bm25"
+IMAGE = "image"
 # Payload fields with an index: the user scope on every query, and the numeric time twins of range filters.
 PAYLOAD_INDEXES = {"user_id": edge.PayloadSchemaType.Keyword, "ts": edge.PayloadSchemaType.Float,
                    "created_ts": edge.PayloadSchemaType.Float, "updated_ts": edge.PayloadSchemaType.Float}
@@ -22,17 +24,20 @@ def shard_dir(path: str | Path, collection: str) -> Path:
     return Path(path) / "edge" / collection
 
 
-def shard_config(dims: int, on_disk: bool = False) -> edge.EdgeConfig:
+def shard_config(dims: int, on_disk: bool = False, image_dims: int | None = None) -> edge.EdgeConfig:
     memory = edge.Memory.Cold if on_disk else None
+    vectors = {DENSE: edge.EdgeVectorParams(size=dims, distance=edge.Distance.Cosine, memory=memory)}
+    if image_dims is not None:
+        vectors[IMAGE] = edge.EdgeVectorParams(size=image_dims, distance=edge.Distance.Cosine, memory=memory)
     return edge.EdgeConfig(
-        vectors={DENSE: edge.EdgeVectorParams(size=dims, distance=edge.Distance.Cosine, memory=memory)},
+        vectors=vectors,
         sparse_vectors={SPARSE: edge.EdgeSparseVectorParams(modifier=edge.Modifier.Idf)},
     )
 
 
-def create_shard(folder: Path, dims: int, on_disk: bool = False) -> edge.EdgeShard:
+def create_shard(folder: Path, dims: int, on_disk: bool = False, image_dims: int | None = None) -> edge.EdgeShard:
     """A new, empty shard with the collection layout and its payload indexes."""
-    shard = edge.EdgeShard.create(str(folder), shard_config(dims, on_disk))
+    shard = edge.EdgeShard.create(str(folder), shard_config(dims, on_disk, image_dims))
     for field, schema in PAYLOAD_INDEXES.items():
         shard.update(edge.UpdateOperation.create_field_index(field, schema))
     return shard

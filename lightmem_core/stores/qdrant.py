@@ -2,7 +2,7 @@
 
 One collection per memory space with a named dense vector (``dense``, cosine) sized from the embedder
 and a sparse BM25 vector (``bm25``) with Qdrant's IDF modifier, and payload indexes on the user and the
-times. Points are keyed by the entries' deterministic ids, so every upsert is idempotent. Any number of
+times (with ``image_dims``, the ``image`` vector of image entries too). Points are keyed by the entries' deterministic ids, so every upsert is idempotent. Any number of
 processes on any number of hosts use one server.
 
 qdrant-client's local mode (``path`` or ``:memory:``) speaks the same API without a server. It is no
@@ -22,9 +22,9 @@ from qdrant_client import QdrantClient, models
 from lightmem_core.embedders.bm25 import SparseVec
 from lightmem_core.errors import StoreError
 from lightmem_core.models import MemoryEntry
-from lightmem_core.stores.base import SearchStrategy
+from lightmem_core.stores.base import SearchStrategy, check_images
 from lightmem_core.stores.filters import build_filter, prefetch_limit, user_condition
-from lightmem_core.stores.layout import DENSE, SPARSE
+from lightmem_core.stores.layout import DENSE, IMAGE, SPARSE
 
 log = logging.getLogger(__name__)
 _UPSERT_BATCH = 256
@@ -43,9 +43,11 @@ class QdrantStore:
         api_key: str | None = None,
         on_disk: bool = False,
         timeout_s: float = 10.0,
+        image_dims: int | None = None,
     ) -> None:
         self.collection = collection
         self.dims = dims
+        self.image_dims = image_dims
         self.is_server = url is not None
         try:
             if url is not None:
@@ -64,9 +66,13 @@ class QdrantStore:
             if self._client.collection_exists(self.collection):
                 self._check_dims()
                 return
+            vectors = {DENSE: models.VectorParams(size=self.dims, distance=models.Distance.COSINE, on_disk=self._on_disk)}
+            if self.image_dims is not None:
+                vectors[IMAGE] = models.VectorParams(size=self.image_dims, distance=models.Distance.COSINE,
+                                                     on_disk=self._on_disk)
             self._client.create_collection(
                 self.collection,
-                vectors_config={DENSE: models.VectorParams(size=self.dims, distance=models.Distance.COSINE, on_disk=self._on_disk)},
+                vectors_config=vectors,
                 sparse_vectors_config={SPARSE: models.SparseVectorParams(modifier=models.Modifier.IDF)},
             )
             if self.is_server:  # payload indexes exist only on a server; local mode warns and ignores them
@@ -82,9 +88,16 @@ class QdrantStore:
         if existing is None or existing.size != self.dims:
             have = existing.size if existing is not None else "no 'dense' vector"
             raise StoreError(f"collection {self.collection!r} has dense size {have}, the embedder gives {self.dims}")
+        image = vectors.get(IMAGE) if isinstance(vectors, dict) else None
+        if self.image_dims is not None and (image is None or image.size != self.image_dims):
+            found = image.size if image is not None else "no 'image' vector"
+            raise StoreError(f"collection {self.collection!r} has image size {found}, the multimodal embedder gives "
+                             f"{self.image_dims} (a collection made without multimodal_embedder needs a new collection_name)")
 
     # --- writes -----------------------------------------------------------------------------------
-    def upsert(self, entries: list[MemoryEntry], dense: list[list[float]] | None, sparse: list[SparseVec] | None) -> None:
+    def upsert(self, entries: list[MemoryEntry], dense: list[list[float]] | None, sparse: list[SparseVec] | None,
+               images: list[list[float]] | None = None) -> None:
+        check_images(entries, images, self.image_dims)
         if dense is not None and len(dense) != len(entries):
             raise StoreError(f"{len(entries)} entries but {len(dense)} dense vectors")
         if sparse is not None and len(sparse) != len(entries):
@@ -96,6 +109,8 @@ class QdrantStore:
                 vector[DENSE] = dense[i]
             if sparse is not None:
                 vector[SPARSE] = models.SparseVector(indices=sparse[i].indices, values=sparse[i].values)
+            if images is not None:
+                vector[IMAGE] = images[i]
             points.append(models.PointStruct(id=entry.id, vector=vector, payload=entry.to_payload()))
         with self._lock:
             for start in range(0, len(points), _UPSERT_BATCH):
@@ -193,6 +208,16 @@ class QdrantStore:
                     self.collection, prefetch=prefetch, query=models.FusionQuery(fusion=models.Fusion.RRF),
                     query_filter=flt, limit=limit, with_payload=True,
                 )
+        return [(MemoryEntry.from_payload(p.payload or {}), float(p.score)) for p in result.points]
+
+    def search_images(self, user_id: str, vector: list[float], limit: int,
+                      filters: dict[str, Any] | None = None) -> list[tuple[MemoryEntry, float]]:
+        """The user's image entries nearest to ``vector`` (a CLIP text or image embedding)."""
+        if self.image_dims is None:
+            return []
+        with self._lock:
+            result = self._client.query_points(self.collection, query=vector, using=IMAGE,
+                                               query_filter=build_filter(user_id, filters), limit=limit, with_payload=True)
         return [(MemoryEntry.from_payload(p.payload or {}), float(p.score)) for p in result.points]
 
     def close(self) -> None:

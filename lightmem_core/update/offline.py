@@ -98,13 +98,15 @@ def apply_decision(c: Components, entry: MemoryEntry, candidates: list[MemoryEnt
     """Carry out one decision: store first, then record the change and take the entry off the queue."""
     reason = decision.reason or decision.action
     with c.history.transaction() as conn:
-        if decision.action == "update" and decision.new_text and decision.new_text.strip() != entry.memory:
+        if entry.kind == "image":
+            pass  # an image entry is never rewritten: upserting it again would drop its image vector
+        elif decision.action == "update" and decision.new_text and decision.new_text.strip() != entry.memory:
             updated = entry.model_copy(update={"memory": decision.new_text.strip(), "updated_at": utc_now()})
             index_entries([updated], c.store, c.embedder, c.bm25)  # re-embed: the old vector would be stale
             c.history.record_change(conn, entry.id, entry.user_id, "UPDATE", entry.memory, updated.memory, reason)
         elif decision.action == "delete":
             survivor = next((e for e in candidates if e.id == decision.merge_into), None)
-            if survivor is not None:
+            if survivor is not None and survivor.kind == "fact":  # an image entry stays as it is
                 merged_sources = list(dict.fromkeys([*survivor.source_ids, *entry.source_ids]))
                 kept = survivor.model_copy(update={"source_ids": merged_sources, "updated_at": utc_now()})
                 index_entries([kept], c.store, c.embedder, c.bm25)

@@ -63,7 +63,6 @@ def test_wrong_type_names_key_and_expectation(memory_config) -> None:
     ("key", "value", "what"),
     [
         ("graph_mem", True, "graph memory"),
-        ("multimodal_embedder", {"model_name": "huggingface"}, "multimodal"),
         ("extraction_mode", "event", "event extraction"),
     ],
 )
