@@ -109,7 +109,7 @@ class TopicSummaries:
         by_topic: dict[int, list[MemoryEntry]] = {}
         for entry in entries:
             by_topic.setdefault(entry.topic_id, []).append(entry)
-        items = []
+        items: list[dict[str, Any]] = []
         for point in self.store.list_entries(user_id):
             topic = by_topic.get(point.topic_id, [])
             start = min((e.time_stamp for e in topic), default=point.time_stamp)
