@@ -322,7 +322,7 @@ class BaseMemoryConfigs(_Strict):
     kv_cache_url: str | None = None
     kv_cache_max_entries: int = Field(100_000, ge=1)
     kv_cache_max_mb: float = Field(512.0, gt=0.0)
-    graph_mem: bool = False
+    graph_mem: bool = False  # entities and relations from the extraction call, as a graph (lightmem_core/graph)
     extraction_mode: Literal["flat", "event"] = "flat"
     version: Literal["v1.1"] = "v1.1"
     logging: LoggingConfig | None = None
@@ -402,7 +402,6 @@ class BaseMemoryConfigs(_Strict):
 
 # Options that LightMem's table lists and this project has not built yet: refused, never ignored.
 _UNBUILT: tuple[tuple[str, Any, str], ...] = (
-    ("graph_mem", False, "graph memory"),
     ("extraction_mode", "flat", "event extraction mode"),
 )
 

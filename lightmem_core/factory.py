@@ -212,10 +212,14 @@ def build_extractor(config: BaseMemoryConfigs, client: LLMClient | None = None) 
         log.info("extraction runs in verbatim mode: one entry per %s message, no LLM", config.messages_use)
         if config.metadata_generate or config.text_summary:
             log.warning("metadata_generate and text_summary need an LLM; verbatim mode stores entries without them")
+        if config.graph_mem:
+            log.warning("graph_mem needs an LLM (entities and relations come from the extraction call); "
+                        "verbatim mode builds no graph, so graph_hops finds nothing")
         return VerbatimExtractor(config.extraction_roles)
     client = client or build_llm_client(config)
     assert client is not None
-    return LLMExtractor(client, config.extraction_roles, metadata=config.metadata_generate, summary=config.text_summary)
+    return LLMExtractor(client, config.extraction_roles, metadata=config.metadata_generate, summary=config.text_summary,
+                        graph=config.graph_mem)
 
 
 def build_decider(config: BaseMemoryConfigs, client: LLMClient | None = None) -> UpdateDecider | None:
@@ -271,7 +275,7 @@ def build_retriever(config: BaseMemoryConfigs) -> Retriever:
     store = build_store(config, dims, image_embedder.dims if image_embedder else None)
     return Retriever(store=store, embedder=embedder, bm25=build_bm25(config), strategy=config.retrieve_strategy,
                      image_embedder=image_embedder,
-                     history=build_history(config), summaries=build_summaries(config, dims))
+                     history=build_history(config), summaries=build_summaries(config, dims), graph=config.graph_mem)
 
 
 def build_components(config: BaseMemoryConfigs, embedder: Embedder | None = None,

@@ -20,6 +20,7 @@ from lightmem_core.components import Components
 from lightmem_core.config import BaseMemoryConfigs, configure_logging, parse_config
 from lightmem_core.errors import ConfigError, ExtractionParseError, TransientError
 from lightmem_core.factory import build_components
+from lightmem_core.graph import read as graph_read
 from lightmem_core.history import GLOBAL_SCOPE
 from lightmem_core.ingest import normalize_messages
 from lightmem_core.models import MemoryEntry, RetrievedMemory
@@ -148,7 +149,7 @@ class LightMemory:
     # --- retrieval --------------------------------------------------------------------------------
     @property
     def _retriever(self) -> retrieval.Retriever:
-        return retrieval.Retriever.of(self.components, self.spec.retrieve_strategy)
+        return retrieval.Retriever.of(self.components, self.spec.retrieve_strategy, graph=self.spec.graph_mem)
 
     def retrieve(
         self,
@@ -157,16 +158,19 @@ class LightMemory:
         filters: dict[str, Any] | None = None,
         user_id: str = "default",
         as_text: bool = False,
+        graph_hops: int = 0,
     ) -> list[RetrievedMemory] | str:
         """The ``limit`` memories of ``user_id`` most relevant to ``query``, by ``retrieve_strategy``.
 
         ``limit`` defaults to ``context_retriever.configs.top_k`` when set, else 10 (LightMem's default).
         With ``summary_retriever`` the topic summaries are searched first. ``as_text=True`` gives
-        LightMem's plain-string form, one ``date weekday: text`` line each.
+        LightMem's plain-string form, one ``date weekday: text`` line each. ``graph_hops`` (1 or 2, with
+        ``graph_mem``) fuses in the entries linked to the edges within that many hops of the entities the
+        query names.
         """
         # No lock: both stores answer searches concurrently with writes, so a search never waits for a drain.
         results = self._retriever.retrieve(user_id, query, limit if limit is not None else self.spec.default_limit,
-                                           filters)
+                                           filters, graph_hops=graph_hops)
         return "\n".join(r.as_line() for r in results) if as_text else results
 
     def get_all(self, user_id: str = "default") -> list[MemoryEntry]:
@@ -197,6 +201,12 @@ class LightMemory:
         if summaries is None:
             raise ConfigError("summarize() needs summary_retriever (and text_summary: true) in the configuration")
         return summaries.report(user_id, self.get_all(user_id))
+
+    def graph(self, user_id: str = "default", entity: str | None = None, hops: int = 1) -> dict[str, Any]:
+        """The user's graph (``graph_mem``): without ``entity`` its nodes and names; with one, that entity's
+        edges (retired ones too) and, with ``hops=2``, the edges one step further, each with the entries and
+        messages it comes from. ``NotFound`` when no node has that name."""
+        return graph_read.describe(self.history, user_id, entity, hops)
 
     # --- deletion ---------------------------------------------------------------------------------
     def delete(self, entry_id: str) -> bool:

@@ -24,7 +24,8 @@ from collections.abc import Set as AbstractSet
 
 from lightmem_core.components import Components
 from lightmem_core.errors import ExtractionParseError, TransientError
-from lightmem_core.extraction.base import Extractor, extraction_tokens
+from lightmem_core.extraction.base import Extractor, GraphExtractor, extraction_tokens
+from lightmem_core.graph.write import write_facts
 from lightmem_core.history import GLOBAL_SCOPE
 from lightmem_core.models import MemoryEntry, Message, TopicSegment
 from lightmem_core.sensory.buffer import cut_topics, feed, split_sessions
@@ -166,7 +167,11 @@ def take_batch(state: PipelineState, user_id: str, owner: str, threshold_tokens:
 # --- 4. extract -------------------------------------------------------------------------------------
 def extract_batch(batch: Batch, extractor: Extractor) -> list[MemoryEntry]:
     """One extraction call for the batch: ``TransientError`` (retry later) or ``ExtractionParseError``
-    (invalid even after the repair: fail the batch) propagate."""
+    (invalid even after the repair: fail the batch) propagate. With ``graph_mem`` the same call's graph
+    facts go into ``batch.graph``, which carries them to ``store_batch``."""
+    if isinstance(extractor, GraphExtractor):
+        entries, batch.graph = extractor.extract_with_graph(batch.segments)
+        return entries
     return extractor.extract(batch.segments)
 
 
@@ -180,8 +185,8 @@ def batch_amounts(batch: Batch, entries: list[MemoryEntry], roles: AbstractSet[s
 
 def store_batch(state: PipelineState, c: Components, batch: Batch, entries: list[MemoryEntry],
                 roles: AbstractSet[str]) -> bool:
-    """Embed and upsert the entries, record messages, changes and counters in the history, finish the
-    batch; ``False`` when a previous run stored it already (the upserts are idempotent, and the
+    """Embed and upsert the entries, record messages, changes, graph facts and counters in the history,
+    finish the batch; ``False`` when a previous run stored it already (the upserts are idempotent, and the
     history and the counters are written once)."""
     index_entries(entries, c.store, c.embedder, c.bm25)
     images = (index_images(batch.segments, roles, c.store, c.embedder, c.bm25, c.image_embedder)
@@ -199,6 +204,8 @@ def store_batch(state: PipelineState, c: Components, batch: Batch, entries: list
             return False
         for e in entries:
             c.history.record_change(conn, e.id, e.user_id, "ADD", None, e.memory, "extracted")
+        if batch.graph is not None:
+            write_facts(conn, batch.user_id, batch.graph)
         for scope in (batch.user_id, GLOBAL_SCOPE):
             for name, value in amounts.items():
                 c.history.add_to_counter(conn, scope, name, value)

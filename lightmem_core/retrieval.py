@@ -15,6 +15,7 @@ from lightmem_core.config import Strategy
 from lightmem_core.embedders.base import Embedder, ImageEmbedder
 from lightmem_core.embedders.bm25 import BM25Encoder, SparseVec
 from lightmem_core.errors import InvalidInput
+from lightmem_core.graph.search import with_graph
 from lightmem_core.history import HistoryStore
 from lightmem_core.image_search import with_images
 from lightmem_core.models import MemoryEntry, RetrievedMemory, SourceMessage
@@ -37,12 +38,13 @@ class Retriever:
     history: HistoryStore | None = None  # where the original messages are; None: results without them
     image_embedder: ImageEmbedder | None = None  # multimodal_embedder: image entries fused into the results
     summaries: TopicSummaries | None = None  # summary_retriever: search the topic summaries first
+    graph: bool = False  # graph_mem: retrieve(graph_hops=1|2) adds the entries linked through named entities
 
     @classmethod
-    def of(cls, c: Components, strategy: Strategy, embedder: Embedder | None = None) -> Retriever:
+    def of(cls, c: Components, strategy: Strategy, embedder: Embedder | None = None, graph: bool = False) -> Retriever:
         return cls(store=c.store, embedder=embedder or c.embedder, bm25=c.bm25, strategy=strategy, history=c.history,
                    image_embedder=c.image_embedder,
-                   summaries=c.summaries)
+                   summaries=c.summaries, graph=graph)
 
     def checked_strategy(self, strategy: str | None) -> Strategy:
         """``strategy`` (default: the configured one) if this configuration indexes what it searches."""
@@ -74,11 +76,24 @@ class Retriever:
             return self.summaries.search(self.store, user_id, chosen, dense, sparse, limit, filters)
         return self.store.search(user_id, chosen, dense, sparse, limit, filters)
 
+    def checked_hops(self, graph_hops: int, filters: dict[str, Any] | None) -> int:
+        """``graph_hops`` (0: no graph) if this configuration keeps a graph to walk."""
+        if isinstance(graph_hops, bool) or graph_hops not in (0, 1, 2):
+            raise InvalidInput(f"graph_hops: expected 0, 1 or 2, got {graph_hops!r}")
+        if graph_hops and (not self.graph or self.history is None):
+            raise InvalidInput("graph_hops needs graph_mem: true (the graph is built by the extraction call)")
+        if graph_hops and filters:
+            raise InvalidInput("graph_hops cannot be combined with filters (graph entries are not filtered yet)")
+        return graph_hops
+
     def retrieve(self, user_id: str, query: str, limit: int, filters: dict[str, Any] | None = None,
-                 strategy: str | None = None) -> list[RetrievedMemory]:
+                 strategy: str | None = None, graph_hops: int = 0) -> list[RetrievedMemory]:
         """``search``'s hits (fused with image search under ``multimodal_embedder``) as results that carry
         their original messages."""
+        hops = self.checked_hops(graph_hops, filters)
         hits = self.search(user_id, query, limit, filters, strategy)
+        if hops and self.history is not None:
+            hits = with_graph(self.store, self.history, user_id, query, hits, limit, hops)
         if self.image_embedder is not None:
             hits = with_images(self.store, self.image_embedder, user_id, query, hits, limit, filters)
         originals = (self.history.messages_by_id(user_id, [i for e, _ in hits for i in e.source_ids])

@@ -22,6 +22,7 @@ class PipelineSpec:
     online_top_k: int
     retrieve_strategy: Strategy
     default_limit: int  # memories retrieve() returns without a limit: context_retriever's top_k, else 10
+    graph_mem: bool = False  # the extraction call also returns entities and relations; retrieve walks them
 
     @classmethod
     def of(cls, config: BaseMemoryConfigs) -> PipelineSpec:
@@ -36,4 +37,5 @@ class PipelineSpec:
             online_top_k=opts.online_top_k,
             retrieve_strategy=config.retrieve_strategy,
             default_limit=config.default_retrieve_limit,
+            graph_mem=config.graph_mem,
         )

@@ -26,6 +26,7 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel, Field
 
+from lightmem_core.graph.model import GraphFacts
 from lightmem_core.models import Message, TopicSegment
 
 _TS_OFFSET_MS = 10**14  # keys sort as text: shift times so that pre-1970 stamps stay positive
@@ -58,6 +59,9 @@ class Batch(BaseModel):
     segments: list[TopicSegment]
     tracking: dict[str, str] = Field(default_factory=dict)  # segment key -> producer's tracking id
     tokens: int = 0
+    # graph_mem: the graph facts of its extraction call, carried with the batch to ``store_batch`` (through
+    # the store queue too); None before extraction and without graph_mem.
+    graph: GraphFacts | None = None
     attempts: int = 1
     reason: str | None = None  # set while the batch is failed
     raw_reply: str | None = None

@@ -18,7 +18,7 @@ from lightmem_core.errors import LightMemError
 
 # Modules that add subcommands; each exposes register(subparsers) and sets a `func` default.
 COMMAND_MODULES: tuple[str, ...] = ("producers.commands.local", "producers.eval.commands", "producers.commands.distributed",
-                                     "producers.commands.serve", "producers.commands.cache")
+                                     "producers.commands.serve", "producers.commands.cache", "producers.commands.graph")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -55,6 +55,7 @@ from lightmem_core.embedders.hashing import HashingEmbedder
 from lightmem_core.llm.base import content_text
 from lightmem_core.llm.openai_compat import count_prompt_tokens
 from lightmem_core.tokens import count_tokens
+from producers.scripted_graph import graph_reply
 
 _LINE = re.compile(r"^\[(m\d+)\] \S+ \S+ \S+ ([^:]+): (.*)$")
 _TOPIC = re.compile(r"^Topic (-?\d+):$")
@@ -111,6 +112,8 @@ def auto_reply(body: dict[str, Any], update_actions: str = "ignore") -> str:
     user = "\n".join(content_text(m) for m in messages if m["role"] == "user")
     if '"source_ids"' in system:
         reply = _extraction(user, '"keywords"' in system, '"summaries"' in system)
+        if '"relations"' in system:  # graph_mem: entities and relations from fixed sentence patterns
+            reply.update(graph_reply(user))
         reply["facts"] += [{"text": text, "source_ids": [ref]} for ref, text in image_facts(messages)]
         return json.dumps(reply)
     if '"action"' in system:

@@ -202,19 +202,21 @@ class MemoryProducer:
             time.sleep(poll_s)
 
     def search(self, user_id: str, query: str, limit: int | None = None, filters: dict[str, Any] | None = None,
-               strategy: str | None = None, timeout_s: float | None = None) -> list[dict[str, Any]]:
+               strategy: str | None = None, timeout_s: float | None = None, graph_hops: int = 0) -> list[dict[str, Any]]:
         """The ``limit`` memories of ``user_id`` nearest to ``query`` (``strategy``: embedding, context or
         hybrid; default the configured one), with ``filters`` in the store's filter language. ``limit``
         defaults to ``context_retriever.configs.top_k`` when configured, else 5.
 
         Embedded store: the store worker's search desk answers, beside its index batches; nobody answering
         within ``timeout_s`` (default ``LIGHTMEM_SEARCH_TIMEOUT_S``) raises ``SearchTimeout``. Qdrant
-        server: this process searches the server itself (it loads the query embedder on first use)."""
+        server: this process searches the server itself (it loads the query embedder on first use).
+        ``graph_hops`` (1 or 2, with ``graph_mem``) fuses in the entries linked through the entities the
+        query names."""
         if limit is None:
             context = self.settings.memory_cfg.context_retriever
             limit = (context.configs.top_k if context is not None else None) or 5
         return self._ask(DeskRequest.checked(kind="search", user_id=user_id, query=query, limit=limit, strategy=strategy,
-                                     filters=filters), timeout_s)
+                                     filters=filters, graph_hops=graph_hops), timeout_s)
 
     def entries(self, user_id: str, timeout_s: float | None = None) -> list[dict[str, Any]]:
         """Every entry of a user (as ``search`` reaches the store)."""

@@ -60,6 +60,7 @@ class DeskRequest(BaseModel):
     strategy: str | None = None
     filters: dict[str, Any] | None = None
     entry_id: str | None = Field(None, min_length=1)
+    graph_hops: int = Field(0, ge=0, le=2)  # graph_mem: fuse in the entries linked through named entities
 
     @model_validator(mode="after")
     def _fields_of_kind(self) -> DeskRequest:
@@ -94,7 +95,8 @@ def answer(retriever: Retriever, request: DeskRequest) -> list[dict[str, Any]]:
         return _ENTRY_KINDS[request.kind](retriever, request)
     if request.kind == "entries":
         return [e.model_dump(mode="json") for e in retriever.store.list_entries(request.user_id)]
-    hits = retriever.retrieve(request.user_id, request.query or "", request.limit, request.filters, request.strategy)
+    hits = retriever.retrieve(request.user_id, request.query or "", request.limit, request.filters, request.strategy,
+                              graph_hops=request.graph_hops)
     return [hit_view(h) for h in hits]
 
 
@@ -179,7 +181,8 @@ class SearchDesk:
         embedder = factory.build_embedder(parts.config)
         self._embedder: _DeskEmbedder | _NoEmbedder = _DeskEmbedder(embedder) if embedder else _NoEmbedder()
         self.retriever = Retriever.of(parts.components, parts.spec.retrieve_strategy,
-                                      embedder=self._embedder if isinstance(self._embedder, _DeskEmbedder) else None)
+                                      embedder=self._embedder if isinstance(self._embedder, _DeskEmbedder) else None,
+                                      graph=parts.spec.graph_mem)
 
     def start(self) -> None:
         for n in range(self.threads):

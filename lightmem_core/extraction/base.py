@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from collections.abc import Set as AbstractSet
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
+from lightmem_core.graph.model import GraphFacts
 from lightmem_core.models import MemoryEntry, Message, TopicSegment, entry_id_for
 
 
@@ -18,6 +19,13 @@ class Extractor(Protocol):
     """Turns topic segments (one user, one batch) into memory entries."""
 
     def extract(self, segments: list[TopicSegment]) -> list[MemoryEntry]: ...
+
+
+@runtime_checkable
+class GraphExtractor(Protocol):
+    """An extractor whose one call also gives the graph facts (``graph_mem``; ``None`` when off)."""
+
+    def extract_with_graph(self, segments: list[TopicSegment]) -> tuple[list[MemoryEntry], GraphFacts | None]: ...
 
 
 def entry_text(message: Message) -> str:

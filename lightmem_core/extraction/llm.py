@@ -14,6 +14,7 @@ import logging
 from dataclasses import dataclass
 
 from lightmem_core.extraction import prompt
+from lightmem_core.graph.model import GraphEntity, GraphFacts, GraphRelation
 from lightmem_core.images import model_url
 from lightmem_core.llm.base import CallTag, LLMClient
 from lightmem_core.llm.structured import ask_json
@@ -36,7 +37,8 @@ class PreparedBatch:
         return not self.messages
 
 
-def prepare(segments: list[TopicSegment], roles: set[str], metadata: bool, summary: bool) -> PreparedBatch:
+def prepare(segments: list[TopicSegment], roles: set[str], metadata: bool, summary: bool,
+            graph: bool = False) -> PreparedBatch:
     """Number the messages of ``roles`` ``m1``, ``m2``... across the batch and build the prompt input."""
     topics: list[prompt.PromptTopic] = []
     by_ref: dict[str, Message] = {}
@@ -53,7 +55,7 @@ def prepare(segments: list[TopicSegment], roles: set[str], metadata: bool, summa
                                               speaker=message.speaker or message.role, text=shown_text(ref, message)))
         if shown:
             topics.append(prompt.PromptTopic(topic_id=segment.topic_id, messages=shown))
-    data = prompt.ExtractionInput(topics=topics, with_metadata=metadata, with_summary=summary)
+    data = prompt.ExtractionInput(topics=topics, with_metadata=metadata, with_summary=summary, with_graph=graph)
     data.images = prompt_images(by_ref)
     return PreparedBatch(data, by_ref, seg_of)
 
@@ -105,26 +107,58 @@ def to_entries(reply: prompt.ExtractionReply, batch: PreparedBatch) -> list[Memo
     return list(entries.values())
 
 
+def to_graph(reply: prompt.ExtractionReply, batch: PreparedBatch, entries: list[MemoryEntry]) -> GraphFacts:
+    """The reply's entities and relations; each relation gets its messages' real ids, the entries of the
+    batch made from any of those messages, and the time of its latest message."""
+    by_message: dict[str, list[str]] = {}
+    for entry in entries:
+        for message_id in entry.source_ids:
+            by_message.setdefault(message_id, []).append(entry.id)
+    relations = []
+    for rel in reply.relations:
+        sources = [batch.messages[r] for r in dict.fromkeys(rel.source_ids)]
+        ids = [m.id for m in sources]
+        linked = list(dict.fromkeys(e for i in ids for e in by_message.get(i, [])))
+        relations.append(GraphRelation(subject=rel.subject, relation=rel.relation, object=rel.object, source_ids=ids,
+                                       entry_ids=linked, observed_ts=max(m.time_stamp.timestamp() for m in sources)))
+    entities = [GraphEntity(name=e.name, aliases=e.aliases) for e in reply.entities]
+    return GraphFacts(entities=entities, relations=relations)
+
+
 def extract_with_llm(client: LLMClient, segments: list[TopicSegment], roles: set[str], *,
                      metadata: bool = False, summary: bool = False) -> list[MemoryEntry]:
     """One call (plus at most one repair) for the whole batch; raises ``ExtractionParseError`` or ``TransientError``."""
-    batch = prepare(segments, roles, metadata, summary)
+    return extract_with_graph(client, segments, roles, metadata=metadata, summary=summary)[0]
+
+
+def extract_with_graph(client: LLMClient, segments: list[TopicSegment], roles: set[str], *, metadata: bool = False,
+                       summary: bool = False, graph: bool = False) -> tuple[list[MemoryEntry], GraphFacts | None]:
+    """``extract_with_llm``'s call, giving with ``graph`` the graph facts of the same reply too."""
+    batch = prepare(segments, roles, metadata, summary, graph)
     if batch.empty:
-        return []
+        return [], GraphFacts() if graph else None
     sessions = {s.session_id for s in segments}
     tag = CallTag("extraction", segments[0].user_id, sessions.pop() if len(sessions) == 1 else None)
     reply = ask_json(client, prompt.render(batch.data), lambda text: prompt.parse(text, batch.data), tag)
-    return to_entries(reply, batch)
+    entries = to_entries(reply, batch)
+    return entries, to_graph(reply, batch, entries) if graph else None
 
 
 class LLMExtractor:
     """The ``Extractor`` backed by an LLM: LightMem's batched extraction with checked provenance."""
 
-    def __init__(self, client: LLMClient, roles: set[str], *, metadata: bool = False, summary: bool = False) -> None:
+    def __init__(self, client: LLMClient, roles: set[str], *, metadata: bool = False, summary: bool = False,
+                 graph: bool = False) -> None:
         self.client = client
         self.roles = roles
         self.metadata = metadata
         self.summary = summary
+        self.graph = graph
 
     def extract(self, segments: list[TopicSegment]) -> list[MemoryEntry]:
-        return extract_with_llm(self.client, segments, self.roles, metadata=self.metadata, summary=self.summary)
+        return self.extract_with_graph(segments)[0]
+
+    def extract_with_graph(self, segments: list[TopicSegment]) -> tuple[list[MemoryEntry], GraphFacts | None]:
+        """The entries and, with ``graph_mem``, the graph facts of the same call."""
+        return extract_with_graph(self.client, segments, self.roles, metadata=self.metadata, summary=self.summary,
+                                  graph=self.graph)

@@ -41,8 +41,35 @@ CREATE TABLE IF NOT EXISTS update_queue (
     entry_id TEXT PRIMARY KEY, user_id TEXT NOT NULL, candidates TEXT NOT NULL, built_at REAL NOT NULL);
 """.replace("{messages}", MESSAGES)
 
+# Graph memory (graph_mem, lightmem_core/graph): node and edge ids are derived from the user and the
+# normalised names, so they are scoped per user. A name (or alias) may point to several nodes until the
+# offline update merges them (merged_into); edges are retired, never deleted (retired_at).
+GRAPH = """
+CREATE TABLE IF NOT EXISTS graph_nodes (
+    id TEXT PRIMARY KEY, user_id TEXT NOT NULL, name TEXT NOT NULL, label TEXT NOT NULL, merged_into TEXT,
+    created_at REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS graph_nodes_by_user ON graph_nodes (user_id, name);
+CREATE TABLE IF NOT EXISTS graph_names (
+    user_id TEXT NOT NULL, name TEXT NOT NULL, node_id TEXT NOT NULL, PRIMARY KEY (user_id, name, node_id));
+CREATE TABLE IF NOT EXISTS graph_edges (
+    id TEXT PRIMARY KEY, user_id TEXT NOT NULL, subject_id TEXT NOT NULL, relation TEXT NOT NULL,
+    object_id TEXT NOT NULL, observed_ts REAL NOT NULL, created_at REAL NOT NULL, retired_at REAL, retired_by TEXT);
+CREATE INDEX IF NOT EXISTS graph_edges_by_subject ON graph_edges (subject_id, relation);
+CREATE INDEX IF NOT EXISTS graph_edges_by_object ON graph_edges (object_id);
+CREATE TABLE IF NOT EXISTS graph_edge_messages (
+    user_id TEXT NOT NULL, edge_id TEXT NOT NULL, message_id TEXT NOT NULL, PRIMARY KEY (edge_id, message_id));
+CREATE TABLE IF NOT EXISTS graph_edge_entries (
+    user_id TEXT NOT NULL, edge_id TEXT NOT NULL, entry_id TEXT NOT NULL, PRIMARY KEY (edge_id, entry_id));
+CREATE TABLE IF NOT EXISTS graph_history (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, user_id TEXT NOT NULL, action TEXT NOT NULL, item_id TEXT NOT NULL,
+    other_id TEXT, reason TEXT, created_at REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS graph_history_by_user ON graph_history (user_id, id);
+"""
+GRAPH_TABLES = ("graph_nodes", "graph_names", "graph_edges", "graph_edge_messages", "graph_edge_entries",
+                "graph_history")
+
 TABLES = ("sessions", "messages", "buffers", "counters", "llm_calls", "failed_batches", "entry_history",
-          "update_queue", "seen_messages")
+          "update_queue", "seen_messages", *GRAPH_TABLES)
 
 
 def statements(db: Database, script: str) -> list[str]:
@@ -55,7 +82,7 @@ def create(db: Database) -> None:
     with db.transaction() as conn:
         db.lock(conn, "lightmem:history:schema")
         scope_message_ids_per_user(db, conn)
-        for statement in statements(db, SCHEMA):
+        for statement in statements(db, SCHEMA + GRAPH):
             conn.execute(statement)
         count_cached_tokens(db, conn)
 

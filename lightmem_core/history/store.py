@@ -47,6 +47,11 @@ class HistoryStore:
         """Hold ``key`` until ``conn``'s transaction ends, against every process on this database."""
         self._db.lock(conn, key)
 
+    def connection(self) -> AbstractContextManager[Connection]:
+        """The thread's open transaction if there is one, else a connection in autocommit (for reads
+        that must not take SQLite's write lock)."""
+        return self._db.connection()
+
     def _query(self, sql: str, args: tuple[Any, ...] = ()) -> list[Row]:
         """One statement in the thread's open transaction, else on its own (autocommit)."""
         with self._db.connection() as conn:
@@ -251,7 +256,7 @@ class HistoryStore:
         conn.executemany("DELETE FROM update_queue WHERE entry_id=?", [(i,) for i in entry_ids])
 
     def delete_user(self, conn: Connection, user_id: str) -> None:
-        for table in ("messages", "sessions", "buffers", "update_queue", "seen_messages"):
+        for table in ("messages", "sessions", "buffers", "update_queue", "seen_messages", *schema.GRAPH_TABLES):
             conn.execute(f"DELETE FROM {table} WHERE user_id=?", (user_id,))
         conn.execute("DELETE FROM counters WHERE scope=?", (user_id,))
 

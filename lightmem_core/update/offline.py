@@ -14,6 +14,7 @@ import logging
 
 from lightmem_core.components import Components
 from lightmem_core.errors import ExtractionParseError
+from lightmem_core.graph.consolidate import consolidate
 from lightmem_core.models import MemoryEntry, utc_now
 from lightmem_core.stores.indexing import index_entries
 from lightmem_core.update.decision import Decision, ExactDuplicateDecider, UpdateDecider
@@ -91,6 +92,9 @@ def apply_queue(c: Components, user_id: str, score_threshold: float, decider: Up
             continue
         apply_decision(c, entry, candidates, decision)
         counts[decision.action] += 1
+    # graph_mem: merge duplicate nodes, retire contradicted edges (history kept)
+    for key, n in consolidate(c.history, user_id).items():
+        counts[key] = counts.get(key, 0) + n
     return counts
 
 

@@ -78,7 +78,8 @@ def user_status(user_id: ScopedUser, producer: Producer) -> dict[str, Any]:
 @router.post("/search", response_model=s.SearchOut, tags=["memories"])
 def search(body: s.SearchIn, user_id: ScopedUser, producer: Producer) -> s.SearchOut:
     """The user's memories nearest to ``query``, by any strategy, with filters."""
-    hits = producer.search(user_id, body.query, limit=body.limit, filters=body.filters, strategy=body.strategy)
+    hits = producer.search(user_id, body.query, limit=body.limit, filters=body.filters, strategy=body.strategy,
+                           graph_hops=body.graph_hops)
     return s.SearchOut(user_id=user_id, results=[s.Hit.model_validate(h) for h in hits])
 
 

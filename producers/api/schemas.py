@@ -55,6 +55,8 @@ class SearchIn(_Request):
     limit: int = Field(5, ge=1, le=100)
     strategy: Strategy | None = None
     filters: dict[str, Any] | None = None
+    graph_hops: int = Field(0, ge=0, le=2, description="with graph_mem: add the entries linked within 1 or 2 hops "
+                                                       "of the entities the query names")
 
 
 class Enqueued(BaseModel):
