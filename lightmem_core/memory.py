@@ -4,14 +4,20 @@ A thin driver over ``lightmem_core.pipeline`` on SQLite state (``lightmem_core.s
 Celery workers run the same stages on Redis state. Flow of ``add_memory``: validate (all or nothing)
 → ``prepare`` (count, compress) → keep the originals in the history → ``buffer_messages`` (topic
 segments through the sensory buffer into the short-term buffer) → while the buffer is ready (or on
-``force_extract``): ``take_batch`` → ``extract_batch`` → ``store_batch`` → ``after_store``.
-Every public method holds one lock, so the object is safe to share between threads.
+``force_extract``): ``new_batch`` → ``extract_batch`` in the background (``ExtractionPool``) →
+``store_batch`` → ``after_store``, in each user's batch order, as the calls come back.
+
+``add_memory`` does not wait for the LLM: it returns once its batches are handed to the pool (the
+pool holds at most ``background_extractions`` calls in flight and makes a caller wait beyond that).
+``force_extract``, ``flush``, ``wait``, every read (``retrieve``, ``get_all``, statistics...), the
+offline update, deletion and ``close`` first settle what is pending, so they see what synchronous
+extraction would have stored, and raise an error met in the background. Every public method holds
+one lock, so the object is safe to share between threads.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import threading
 from typing import Any, Literal
 
@@ -19,6 +25,8 @@ from lightmem_core import forget, pipeline, retrieval
 from lightmem_core.components import Components
 from lightmem_core.config import BaseMemoryConfigs, configure_logging, parse_config
 from lightmem_core.errors import ConfigError, ExtractionParseError, TransientError
+from lightmem_core.extraction.base import VerbatimExtractor
+from lightmem_core.extraction.pool import ExtractionPool, Pending
 from lightmem_core.factory import build_components
 from lightmem_core.graph import read as graph_read
 from lightmem_core.history import GLOBAL_SCOPE
@@ -26,12 +34,12 @@ from lightmem_core.ingest import normalize_messages
 from lightmem_core.models import MemoryEntry, RetrievedMemory
 from lightmem_core.spec import PipelineSpec
 from lightmem_core.sqlite_state import SQLiteState
-from lightmem_core.state import Batch
 from lightmem_core.update import offline
 
 log = logging.getLogger(__name__)
 LIBRARY_OWNER = "library"  # the one owner of batches in flight in one process: a later call takes them again
 Outcome = Literal["stored", "failed", "transient"]
+Settled = tuple[Outcome, list[MemoryEntry]]
 
 
 class LightMemory:
@@ -44,6 +52,9 @@ class LightMemory:
         self.state = SQLiteState(c.history)
         self.spec = PipelineSpec.of(config)
         self._lock = threading.RLock()
+        # Verbatim extraction makes no call: nothing to wait for, so it runs in the caller's thread.
+        size = 0 if isinstance(c.extractor, VerbatimExtractor) else config.memory_manager.configs.background_extractions
+        self._pool = ExtractionPool(lambda batch: pipeline.extract_batch(batch, c.extractor), size)
 
     @classmethod
     def from_config(cls, config: dict[str, Any] | BaseMemoryConfigs) -> LightMemory:
@@ -63,8 +74,10 @@ class LightMemory:
     ) -> dict[str, Any]:
         """Add messages (a dict or a list of dicts) for ``user_id``.
 
-        Returns what happened: messages added, skipped (empty or already known), entries stored.
-        Invalid input raises ``ValueError`` naming the item and the field; nothing of the call is kept.
+        Returns what happened: messages added, skipped (empty or already known), entries stored during
+        the call, and the user's batches still pending in the background (``force_extract`` waits for
+        them, so then none). Invalid input raises ``ValueError`` naming the item and the field; nothing
+        of the call is kept.
         """
         c = self.components
         with self._lock:
@@ -76,37 +89,65 @@ class LightMemory:
                     self.history.add_to_counter(conn, scope, "messages_skipped_empty", len(batch.skipped_empty))
                 pipeline.buffer_messages(self.state, user_id, prepared, c.segmenter, self.spec, c.count_tokens,
                                          force_segment)
-            stored = self._drain(user_id, force_extract)
+            stored = _entries(self._drain(user_id, force_extract, wait=force_extract))
             return {
                 "added_messages": len(prepared),
                 "skipped_empty": len(batch.skipped_empty),
                 "skipped_known": len(batch.messages) - len(prepared),
                 "entries_stored": len(stored),
                 "entry_ids": [e.id for e in stored],
+                "batches_pending": self._pool.pending(user_id),
             }
 
-    def _drain(self, user_id: str, force: bool) -> list[MemoryEntry]:
-        """Extract and store batches while the short-term buffer is ready (or, with ``force``, until it is
-        empty); a batch left in flight by a transient failure is taken first."""
+    def _drain(self, user_id: str, force: bool, wait: bool) -> list[Settled]:
+        """Hand batches to the pool while the short-term buffer is ready (or, with ``force``, until it is
+        empty), storing those whose calls are back; with ``wait``, until all are settled. A batch left
+        in flight by a transient failure (or by an earlier run of the program) is sent first, and after
+        a transient failure no new batch is taken in this call."""
         if force and self.state.info(user_id).segments:
             self.state.request_flush(user_id)
-        stored: list[MemoryEntry] = []
-        while True:
+        self._pool.resend(user_id)
+        known = self._pool.batch_ids(user_id)
+        left = [b for b in self.state.in_flight(user_id) if b.batch_id not in known]
+        self._pool.send(sorted(left, key=lambda b: min((s.topic_id for s in b.segments), default=0)))
+        settled = self._settle(user_id, block=False)
+        while not self._pool.stalled(user_id):
             with self.state.lock(user_id):
-                batch = pipeline.take_batch(self.state, user_id, LIBRARY_OWNER, self.spec.threshold_tokens,
-                                            lease_s=math.inf)
+                batch = pipeline.new_batch(self.state, user_id, LIBRARY_OWNER, self.spec.threshold_tokens)
             if batch is None:
-                return stored
-            outcome, entries = self._run_batch(batch)
-            if outcome == "transient":
-                return stored
-            stored += entries
+                break
+            self._pool.send([batch])
+            settled += self._settle(user_id, block=False)
+        return settled + (self._settle(user_id, block=True) if wait else [])
 
-    def _run_batch(self, batch: Batch) -> tuple[Outcome, list[MemoryEntry]]:
-        """Extract, store and (online) update one batch; a failed batch is kept for ``retry_failed``."""
-        c = self.components
+    def _settle(self, user_id: str, block: bool) -> list[Settled]:
+        """Store (or fail) the user's batches whose calls are back, in order; with ``block``, wait for all
+        of them. Stops at a transient failure: that batch stays in flight, and those behind it wait."""
+        settled: list[Settled] = []
+        while (pending := self._pool.next_done(user_id, block)) is not None:
+            try:
+                outcome, entries = self._finish(pending)
+            except BaseException:  # raised to the caller; the batch stays in flight, sent again next time
+                self._pool.stall(pending)
+                raise
+            settled.append((outcome, entries))
+            if outcome == "transient":
+                self._pool.stall(pending)
+                break
+            self._pool.pop(pending)
+        return settled
+
+    def _settle_all(self, user_id: str | None = None) -> list[Settled]:
+        """Wait for what is pending: of ``user_id``, or of every user."""
+        users = [user_id] if user_id is not None else self._pool.users()
+        return [done for u in users for done in self._settle(u, block=True)]
+
+    def _finish(self, pending: Pending) -> Settled:
+        """Store and (online) update a batch whose call is back; a failed batch is kept for ``retry_failed``."""
+        c, batch, call = self.components, pending.batch, pending.call
+        assert call is not None and call.done()
         try:
-            entries = pipeline.extract_batch(batch, c.extractor)
+            entries = call.result()
         except ExtractionParseError as exc:
             pipeline.fail_batch(self.state, batch, exc)
             return "failed", []
@@ -118,6 +159,14 @@ class LightMemory:
         pipeline.after_store(c, self.spec, entries, c.decider)
         return "stored", entries
 
+    def wait(self, user_id: str | None = None) -> int:
+        """Wait until the batches of ``user_id`` (or of every user) handed to the background are settled:
+        stored, or failed and kept for ``retry_failed``. Returns the entries stored meanwhile; raises an
+        error met in the background. A batch that met a transient error stays in flight for the next
+        ``add_memory`` or ``flush`` of its user, as without the background pool."""
+        with self._lock:
+            return len(_entries(self._settle_all(user_id)))
+
     def retry_failed(self, user_id: str = "default") -> dict[str, int]:
         """Extract again every failed batch of ``user_id``; returns batches retried, still failed, entries stored.
 
@@ -125,13 +174,13 @@ class LightMemory:
         ``flush`` of the user takes it first.
         """
         with self._lock:
-            done = {"retried": 0, "still_failed": 0, "entries_stored": 0}
-            for batch in pipeline.resume_failed(self.state, user_id, LIBRARY_OWNER):
-                done["retried"] += 1
-                outcome, entries = self._run_batch(batch)
-                done["still_failed"] += outcome != "stored"
-                done["entries_stored"] += len(entries)
-            return done
+            self._settle_all(user_id)  # what is pending first, so that what settles next is the retried batches
+            resumed = pipeline.resume_failed(self.state, user_id, LIBRARY_OWNER)
+            self._pool.send(resumed)
+            settled = self._settle_all(user_id)
+            stored = sum(outcome == "stored" for outcome, _ in settled)
+            return {"retried": len(resumed), "still_failed": len(resumed) - stored,
+                    "entries_stored": len(_entries(settled))}
 
     def flush(self, user_id: str = "default") -> int:
         """Cut the sensory buffer's tail, then extract whatever the short-term buffer holds now.
@@ -144,7 +193,7 @@ class LightMemory:
                 with self.history.transaction():
                     pipeline.buffer_messages(self.state, user_id, [], c.segmenter, self.spec, c.count_tokens,
                                              force=True)
-            return len(self._drain(user_id, force=True))
+            return len(_entries(self._drain(user_id, force=True, wait=True)))
 
     # --- retrieval --------------------------------------------------------------------------------
     @property
@@ -168,23 +217,29 @@ class LightMemory:
         ``graph_mem``) fuses in the entries linked to the edges within that many hops of the entities the
         query names.
         """
-        # No lock: both stores answer searches concurrently with writes, so a search never waits for a drain.
+        with self._lock:
+            self._settle_all(user_id)
+        # The search itself outside the lock: both stores answer searches concurrently with writes.
         results = self._retriever.retrieve(user_id, query, limit if limit is not None else self.spec.default_limit,
                                            filters, graph_hops=graph_hops)
         return "\n".join(r.as_line() for r in results) if as_text else results
 
     def get_all(self, user_id: str = "default") -> list[MemoryEntry]:
         with self._lock:
+            self._settle_all(user_id)
             return self.store.list_entries(user_id)
 
     def get(self, entry_id: str) -> MemoryEntry | None:
         with self._lock:
+            self._settle_all()
             found = self.store.get([entry_id])
             return found[0] if found else None
 
     def history_of(self, entry_id: str) -> list[dict[str, Any]]:
         """Every change made to an entry: action, old text, new text, reason, time."""
-        return self.history.entry_history(entry_id)
+        with self._lock:
+            self._settle_all()
+            return self.history.entry_history(entry_id)
 
     def history_for(self, entry_id: str) -> list[dict[str, Any]]:
         """Alias of ``history_of`` (mem0 calls it ``history``, a name taken here by the history store)."""
@@ -212,6 +267,7 @@ class LightMemory:
     def delete(self, entry_id: str) -> bool:
         """Delete one entry (of whichever user), recording the change; False when there is none."""
         with self._lock:
+            self._settle_all()
             found = self.store.get([entry_id])
             if not found:
                 return False
@@ -221,11 +277,13 @@ class LightMemory:
     def delete_all(self, user_id: str) -> None:
         """Remove every entry, buffer and message of ``user_id``; other users are untouched."""
         with self._lock:
+            self._settle_all(user_id)
             forget.delete_user(self.store, self.history, user_id, self.components.summaries)
 
     def reset(self) -> None:
         """Drop everything: the collection (and the summaries') and the history."""
         with self._lock:
+            self._settle_all()
             self.store.reset()
             if self.components.summaries is not None:
                 self.components.summaries.store.reset()
@@ -235,12 +293,14 @@ class LightMemory:
     def construct_update_queue_all_entries(self, top_k: int = 20, keep_top_n: int = 10, user_id: str | None = None) -> int:
         """For each entry, find the most similar newer entries; only entries new since the last run are searched."""
         with self._lock:
+            self._settle_all(user_id)
             users = [user_id] if user_id is not None else self.history.users()
             return sum(offline.build_queue(self.components, u, top_k, keep_top_n) for u in users)
 
     def offline_update_all_entries(self, score_threshold: float = 0.8, user_id: str | None = None) -> dict[str, int]:
         """Apply the update queue: without an LLM only exact duplicates are merged (and the log says so)."""
         with self._lock:
+            self._settle_all(user_id)
             users = [user_id] if user_id is not None else self.history.users()
             totals: dict[str, int] = {}
             for u in users:
@@ -251,6 +311,8 @@ class LightMemory:
     # --- accounting -------------------------------------------------------------------------------
     def get_token_statistics(self, user_id: str | None = None) -> dict[str, float]:
         """Messages, tokens before and after compression, entries and tokens stored, LLM calls and tokens."""
+        with self._lock:
+            self._settle_all(user_id)
         scope = user_id if user_id is not None else GLOBAL_SCOPE
         stats = {k: 0.0 for k in ("messages_in", "messages_skipped_empty", "tokens_original",
                                    "tokens_after_compression", "entries_stored", "tokens_stored")}
@@ -261,6 +323,15 @@ class LightMemory:
         return stats
 
     def close(self) -> None:
+        """Settle what is pending, then close the stores; an error met in the background is raised after."""
+        with self._lock:
+            try:
+                self._settle_all()
+            finally:
+                self._pool.close()  # batches stalled by a transient error stay in flight for the next run
+                self._close_stores()
+
+    def _close_stores(self) -> None:
         with self._lock:
             self.store.close()
             if self.components.summaries is not None:
@@ -268,3 +339,7 @@ class LightMemory:
             self.history.close()
             if self.components.reply_cache is not None:
                 self.components.reply_cache.close()
+
+
+def _entries(settled: list[Settled]) -> list[MemoryEntry]:
+    return [e for _, entries in settled for e in entries]

@@ -150,6 +150,14 @@ def take_batch(state: PipelineState, user_id: str, owner: str, threshold_tokens:
             return state.claim(batch, owner)
     if one_at_a_time and flying:
         return None
+    return new_batch(state, user_id, owner, threshold_tokens, max_buffer_tokens)
+
+
+def new_batch(state: PipelineState, user_id: str, owner: str, threshold_tokens: int,
+              max_buffer_tokens: int | None = None) -> Batch | None:
+    """The next batch out of the short-term buffer, leaving the batches in flight alone; ``None`` unless
+    ``should_drain``. Call under the user's lock. ``LightMemory`` calls it directly: it keeps its own
+    batches in flight in its background pool, so it must not take them again."""
     info = state.info(user_id)
     if not should_drain(info, threshold_tokens, max_buffer_tokens):
         return None

@@ -76,6 +76,7 @@ def test_number_of_calls_follows_the_threshold(make_llm_memory: MakeMemory, llm_
         if buffered >= threshold:
             expected, buffered = expected + 1, 0
     assert expected >= 2
+    memory.wait("u")  # add_memory hands the calls to the background pool
     assert len(llm_server.requests) == expected
     assert memory.get_token_statistics("u")["llm_calls"] == expected
     assert len(memory.get_all("u")) == 24 - len(memory.state.buffered("u"))
