@@ -12,6 +12,7 @@ from lightmem_core.history import HistoryStore
 from lightmem_core.llm.cache import ReplyCache
 from lightmem_core.sensory.compressors.base import Compressor
 from lightmem_core.sensory.segmenters.base import Segmenter
+from lightmem_core.speakers import SpeakerNames
 from lightmem_core.stores.base import MemoryStore
 from lightmem_core.summaries import TopicSummaries
 from lightmem_core.tokens import count_tokens
@@ -34,3 +35,4 @@ class Components:
     reply_cache: ReplyCache | None = None  # the call cache (kv_cache) that the LLM client replays from
     image_embedder: ImageEmbedder | None = None  # multimodal_embedder: images into the collection's image vector
     summaries: TopicSummaries | None = None  # summary_retriever: topic summaries indexed and searched first
+    speakers: SpeakerNames | None = None  # speaker_match: speakers' names recorded at store, matched in queries

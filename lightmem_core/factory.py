@@ -19,6 +19,7 @@ from lightmem_core.embedders.huggingface import HuggingFaceEmbedder
 from lightmem_core.embedders.openai import OpenAIEmbedder
 from lightmem_core.errors import ConfigError
 from lightmem_core.extraction.base import Extractor, VerbatimExtractor
+from lightmem_core.extraction.index_text import IndexTexts
 from lightmem_core.extraction.llm import LLMExtractor
 from lightmem_core.history import HistoryStore
 from lightmem_core.history.postgres import PostgresDatabase
@@ -40,6 +41,7 @@ from lightmem_core.sensory.builders import (
 )
 from lightmem_core.sensory.compressors.base import Compressor
 from lightmem_core.sensory.segmenters.base import Segmenter
+from lightmem_core.speakers import SpeakerNames
 from lightmem_core.stores.base import MemoryStore
 from lightmem_core.stores.edge import EdgeStore
 from lightmem_core.stores.qdrant import QdrantStore
@@ -215,7 +217,7 @@ def build_extractor(config: BaseMemoryConfigs, client: LLMClient | None = None) 
         if config.graph_mem:
             log.warning("graph_mem needs an LLM (entities and relations come from the extraction call); "
                         "verbatim mode builds no graph, so graph_hops finds nothing")
-        return VerbatimExtractor(config.extraction_roles)
+        return VerbatimExtractor(config.extraction_roles, IndexTexts(config.index_original, config.index_context_turns))
     client = client or build_llm_client(config)
     assert client is not None
     return LLMExtractor(client, config.extraction_roles, metadata=config.metadata_generate, summary=config.text_summary,
@@ -276,9 +278,11 @@ def build_retriever(config: BaseMemoryConfigs) -> Retriever:
     image_embedder = build_image_embedder(config)
     dims = embedder.dims if embedder else 1
     store = build_store(config, dims, image_embedder.dims if image_embedder else None)
+    history = build_history(config)
     return Retriever(store=store, embedder=embedder, bm25=build_bm25(config), strategy=config.retrieve_strategy,
                      image_embedder=image_embedder,
-                     history=build_history(config), summaries=build_summaries(config, dims), graph=config.graph_mem)
+                     history=history, summaries=build_summaries(config, dims), graph=config.graph_mem,
+                     speakers=SpeakerNames(history) if config.speaker_match else None)
 
 
 def build_components(config: BaseMemoryConfigs, embedder: Embedder | None = None,
@@ -305,4 +309,5 @@ def build_components(config: BaseMemoryConfigs, embedder: Embedder | None = None
     return Components(store=store, history=history, extractor=extractor, embedder=embedder, bm25=bm25,
                       image_embedder=image_embedder,
                       compressor=compressor, segmenter=segmenter, decider=build_decider(config, client),
-                      reply_cache=reply_cache, summaries=build_summaries(config, dims))
+                      reply_cache=reply_cache, summaries=build_summaries(config, dims),
+                      speakers=SpeakerNames(history) if config.speaker_match else None)

@@ -147,6 +147,12 @@ class MemoryEntry(BaseModel):
     # is its reference (a path, an http URL, or ``sha256:<digest>`` for inline bytes, embedded, not kept).
     kind: Literal["fact", "image"] = "fact"
     image_url: str | None = None
+    # What the vectors are made from when it is not ``memory`` (verbatim entries, see
+    # lightmem_core/extraction/index_text.py): BM25 from ``match_text`` (the original message), the dense
+    # vector from ``embed_text`` (the message with its topic's previous turns). Never returned; an update
+    # that rewrites ``memory`` clears them.
+    match_text: str | None = None
+    embed_text: str | None = None
     created_at: datetime = Field(default_factory=utc_now)
     updated_at: datetime = Field(default_factory=utc_now)
 

@@ -207,6 +207,8 @@ def store_batch(state: PipelineState, c: Components, batch: Batch, entries: list
         amounts["images_stored"] = images
     with c.history.transaction() as conn:
         c.history.save_messages(conn, messages)
+        if c.speakers is not None:
+            c.speakers.record(conn, batch.user_id, messages)
         c.history.set_message_state(conn, batch.user_id, [m.id for m in messages], "extracted")
         if not state.finish_batch(batch):
             return False

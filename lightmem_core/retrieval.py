@@ -19,6 +19,7 @@ from lightmem_core.graph.search import with_graph
 from lightmem_core.history import HistoryStore
 from lightmem_core.image_search import with_images
 from lightmem_core.models import MemoryEntry, RetrievedMemory, SourceMessage
+from lightmem_core.speakers import SpeakerNames
 from lightmem_core.stores.base import MemoryStore
 from lightmem_core.summaries import TopicSummaries
 
@@ -39,12 +40,13 @@ class Retriever:
     image_embedder: ImageEmbedder | None = None  # multimodal_embedder: image entries fused into the results
     summaries: TopicSummaries | None = None  # summary_retriever: search the topic summaries first
     graph: bool = False  # graph_mem: retrieve(graph_hops=1|2) adds the entries linked through named entities
+    speakers: SpeakerNames | None = None  # speaker_match: a query naming one speaker also searches their entries
 
     @classmethod
     def of(cls, c: Components, strategy: Strategy, embedder: Embedder | None = None, graph: bool = False) -> Retriever:
         return cls(store=c.store, embedder=embedder or c.embedder, bm25=c.bm25, strategy=strategy, history=c.history,
                    image_embedder=c.image_embedder,
-                   summaries=c.summaries, graph=graph)
+                   summaries=c.summaries, graph=graph, speakers=c.speakers)
 
     def checked_strategy(self, strategy: str | None) -> Strategy:
         """``strategy`` (default: the configured one) if this configuration indexes what it searches."""
@@ -72,9 +74,15 @@ class Retriever:
             raise InvalidInput(f"limit: expected a positive integer, got {limit!r}")
         chosen = self.checked_strategy(strategy)
         dense, sparse = self.query_vectors(chosen, query)
-        if self.summaries is not None:
-            return self.summaries.search(self.store, user_id, chosen, dense, sparse, limit, filters)
-        return self.store.search(user_id, chosen, dense, sparse, limit, filters)
+
+        def run(depth: int, where: dict[str, Any] | None) -> list[tuple[MemoryEntry, float]]:
+            if self.summaries is not None:
+                return self.summaries.search(self.store, user_id, chosen, dense, sparse, depth, where)
+            return self.store.search(user_id, chosen, dense, sparse, depth, where)
+
+        if self.speakers is not None:
+            return self.speakers.search(user_id, query, limit, filters, run)
+        return run(limit, filters)
 
     def checked_hops(self, graph_hops: int, filters: dict[str, Any] | None) -> int:
         """``graph_hops`` (0: no graph) if this configuration keeps a graph to walk."""

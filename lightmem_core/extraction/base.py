@@ -11,6 +11,7 @@ from collections.abc import Callable
 from collections.abc import Set as AbstractSet
 from typing import Protocol, runtime_checkable
 
+from lightmem_core.extraction.index_text import IndexTexts, embed_text, match_text
 from lightmem_core.graph.model import GraphFacts
 from lightmem_core.models import MemoryEntry, Message, TopicSegment, entry_id_for
 
@@ -37,13 +38,14 @@ def entry_text(message: Message) -> str:
 class VerbatimExtractor:
     """One entry per message of the selected roles; no LLM call."""
 
-    def __init__(self, roles: set[str]) -> None:
+    def __init__(self, roles: set[str], index: IndexTexts | None = None) -> None:
         self.roles = roles
+        self.index = index or IndexTexts()
 
     def extract(self, segments: list[TopicSegment]) -> list[MemoryEntry]:
         entries: list[MemoryEntry] = []
         for segment in segments:
-            for message in segment.messages:
+            for i, message in enumerate(segment.messages):
                 if message.role not in self.roles or not message.text.strip():
                     continue
                 text = entry_text(message)
@@ -57,6 +59,8 @@ class VerbatimExtractor:
                         session_id=segment.session_id,
                         source_ids=[message.id],
                         speaker=message.speaker or message.role,
+                        match_text=match_text(message, self.index),
+                        embed_text=embed_text(segment.messages, i, self.index),
                     )
                 )
         return entries

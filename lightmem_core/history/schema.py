@@ -39,6 +39,8 @@ CREATE TABLE IF NOT EXISTS entry_history (
 CREATE INDEX IF NOT EXISTS entry_history_by_entry ON entry_history (entry_id, id);
 CREATE TABLE IF NOT EXISTS update_queue (
     entry_id TEXT PRIMARY KEY, user_id TEXT NOT NULL, candidates TEXT NOT NULL, built_at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS speaker_names (
+    user_id TEXT NOT NULL, name TEXT NOT NULL, speaker TEXT NOT NULL, PRIMARY KEY (user_id, name, speaker));
 """.replace("{messages}", MESSAGES)
 
 # Graph memory (graph_mem, lightmem_core/graph): node and edge ids are derived from the user and the
@@ -69,7 +71,7 @@ GRAPH_TABLES = ("graph_nodes", "graph_names", "graph_edges", "graph_edge_message
                 "graph_history")
 
 TABLES = ("sessions", "messages", "buffers", "counters", "llm_calls", "failed_batches", "entry_history",
-          "update_queue", "seen_messages", *GRAPH_TABLES)
+          "update_queue", "seen_messages", "speaker_names", *GRAPH_TABLES)
 
 
 def statements(db: Database, script: str) -> list[str]:

@@ -144,6 +144,17 @@ class HistoryStore:
     def buffer_remove(self, conn: Connection, user_id: str, kind: str, keys: list[str]) -> None:
         conn.executemany("DELETE FROM buffers WHERE user_id=? AND kind=? AND item_key=?", [(user_id, kind, k) for k in keys])
 
+    # --- speaker names (speaker_match: lightmem_core/speakers.py) --------------------------------
+    def add_speaker_names(self, conn: Connection, user_id: str, pairs: list[tuple[str, str]]) -> None:
+        """Record ``(name, speaker)`` pairs: a name (lower-cased) that ``speaker`` goes by for ``user_id``."""
+        conn.executemany("INSERT INTO speaker_names VALUES (?,?,?) ON CONFLICT DO NOTHING",
+                         [(user_id, name, speaker) for name, speaker in pairs])
+
+    def speaker_names(self, user_id: str) -> list[tuple[str, str]]:
+        """Every ``(name, speaker)`` pair recorded for ``user_id``."""
+        rows = self._query("SELECT name, speaker FROM speaker_names WHERE user_id=?", (user_id,))
+        return [(r["name"], r["speaker"]) for r in rows]
+
     # --- counters ---------------------------------------------------------------------------------
     def next_counter(self, conn: Connection, scope: str, name: str) -> int:
         """Increment and return a per-scope counter (topic ids are unique per user, never global)."""
@@ -256,7 +267,8 @@ class HistoryStore:
         conn.executemany("DELETE FROM update_queue WHERE entry_id=?", [(i,) for i in entry_ids])
 
     def delete_user(self, conn: Connection, user_id: str) -> None:
-        for table in ("messages", "sessions", "buffers", "update_queue", "seen_messages", *schema.GRAPH_TABLES):
+        for table in ("messages", "sessions", "buffers", "update_queue", "seen_messages", "speaker_names",
+                      *schema.GRAPH_TABLES):
             conn.execute(f"DELETE FROM {table} WHERE user_id=?", (user_id,))
         conn.execute("DELETE FROM counters WHERE scope=?", (user_id,))
 

@@ -26,9 +26,8 @@ def index_entries(
     one image vector per entry, when given)."""
     if not entries:
         return
-    texts = [e.memory for e in entries]
-    dense = embedder.embed(texts) if embedder is not None else None
-    sparse = [bm25.encode_document(t) for t in texts] if bm25 is not None else None
+    dense = embedder.embed([e.embed_text or e.memory for e in entries]) if embedder is not None else None
+    sparse = [bm25.encode_document(e.match_text or e.memory) for e in entries] if bm25 is not None else None
     if images is None:
         store.upsert(entries, dense, sparse)
     else:

@@ -105,7 +105,9 @@ def apply_decision(c: Components, entry: MemoryEntry, candidates: list[MemoryEnt
         if entry.kind == "image":
             pass  # an image entry is never rewritten: upserting it again would drop its image vector
         elif decision.action == "update" and decision.new_text and decision.new_text.strip() != entry.memory:
-            updated = entry.model_copy(update={"memory": decision.new_text.strip(), "updated_at": utc_now()})
+            # The new text is indexed as it is: the old message's index texts no longer describe it.
+            updated = entry.model_copy(update={"memory": decision.new_text.strip(), "updated_at": utc_now(),
+                                               "match_text": None, "embed_text": None})
             index_entries([updated], c.store, c.embedder, c.bm25)  # re-embed: the old vector would be stale
             c.history.record_change(conn, entry.id, entry.user_id, "UPDATE", entry.memory, updated.memory, reason)
         elif decision.action == "delete":
