@@ -21,7 +21,7 @@ from lightmem_core.embedders.base import Embedder
 from lightmem_core.factory import build_embedder, build_reply_cache
 from producers.datasets import Conversation
 from producers.eval.answering import Answerer, LLMEndpoint
-from producers.eval.report import write_all
+from producers.eval.report import RETURNED, write_all
 from producers.eval.runner import EvalOptions, SystemResult, dataset_summary, run_eval
 from producers.eval.systems import ALL_SYSTEMS, DEFAULT, RAW_DENSE, RAW_HYBRID, build_specs, raw_turn_config
 
@@ -67,9 +67,24 @@ def goal_check(systems: Sequence[dict[str, Any]], ks: Sequence[int]) -> dict[str
         "tokens_ok": share <= 0.60,
     }
     if RAW_HYBRID in by:
-        out["hybrid_minus_dense_recall_points"] = 100 * (by[RAW_HYBRID]["metrics"][name] - r["metrics"][name])
+        h = by[RAW_HYBRID]
+        out["hybrid_minus_dense_recall_points"] = 100 * (h["metrics"][name] - r["metrics"][name])
         out["hybrid_ok"] = out["hybrid_minus_dense_recall_points"] >= 0.0
+        out.update(beyond_hybrid(d, h, name))
     return out
+
+
+def beyond_hybrid(d: dict[str, Any], h: dict[str, Any], name: str) -> dict[str, Any]:
+    """Issue 15's goal: the default at least 5 points above raw-hybrid, no category more than 1 point
+    below it, handing the answering model at most 60% of raw-hybrid's tokens (top 10)."""
+    gaps = [100 * (d["metrics_by_category"][c][name] - m[name]) for c, m in h["metrics_by_category"].items()
+            if c in d["metrics_by_category"]]
+    returned = d["cost"].get(RETURNED, 0.0) / max(1e-9, h["cost"].get(RETURNED, 0.0))
+    gap = 100 * (d["metrics"][name] - h["metrics"][name])
+    worst = min(gaps) if gaps else 0.0
+    return {"default_minus_raw_hybrid_recall_points": gap, "beyond_hybrid_ok": gap >= 5.0,
+            "worst_category_minus_raw_hybrid_points": worst, "categories_ok": worst >= -1.0,
+            "default_returned_token_share": returned, "returned_tokens_ok": returned <= 0.60}
 
 
 def evaluate(conversations: Sequence[Conversation], run: EvalRun, embedder: Embedder | None = None) -> dict[str, Any]:

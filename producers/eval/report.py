@@ -12,11 +12,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from producers.eval.systems import RAW_DENSE
+from producers.eval.systems import RAW_DENSE, RAW_HYBRID
 
 RESULTS_JSON = "results.json"
 RESULTS_MD = "results.md"
 RECALL_PNG = "recall_at_k.png"
+RETURNED = "tokens_returned_top10"
 
 
 def _num(value: Any, digits: int = 1, scale: float = 1.0) -> str:
@@ -50,18 +51,25 @@ def markdown(report: dict[str, Any]) -> str:
     shown = [k for k in ks if k >= 5] or ks
     base = next((s for s in systems if s["name"] == RAW_DENSE), None)
     base_tokens = base["cost"].get("tokens_stored") if base else None
+    hybrid = next((s for s in systems if s["name"] == RAW_HYBRID), None)
+    hybrid_returned = hybrid["cost"].get(RETURNED) if hybrid else None
     head = ["system", *[f"recall@{k}" for k in shown], f"hit@{shown[0]}", "MRR", "stored tokens",
-            "vs raw-dense", "ingest s", "retrieval p50 ms", "p95 ms"]
+            "vs raw-dense", "returned tokens (top 10)", "vs raw-hybrid", "ingest s", "retrieval p50 ms", "p95 ms"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for s in systems:
         m, c = s["metrics"], s["cost"]
         tokens = c.get("tokens_stored")
         share = f"{100 * tokens / base_tokens:.0f}%" if tokens is not None and base_tokens else "–"
+        returned = c.get(RETURNED)
+        returned_share = f"{100 * returned / hybrid_returned:.0f}%" if returned is not None and hybrid_returned else "–"
         cells = [s["name"], *[_num(m.get(f"recall@{k}"), 1, 100) for k in shown], _num(m.get(f"hit@{shown[0]}"), 1, 100),
                  _num(m.get("mrr"), 3), f"{int(tokens):,}" if tokens is not None else "–", share,
+                 _num(returned), returned_share,
                  _num(c.get("ingest_s")), _num(c.get("retrieval_p50_ms")), _num(c.get("retrieval_p95_ms"))]
         lines.append("| " + " | ".join(cells) + " |")
-    out = ["\n".join(lines), "", _category_table(systems, 10 if 10 in ks else ks[-1])]
+    out = ["\n".join(lines)]
+    for k in ks:
+        out += ["", _category_table(systems, k)]
     if "wall_s" in report:
         inp = report.get("input", {})
         out += ["", f"{inp.get('conversations', '?')} conversations, {inp.get('turns', '?')} turns, "
@@ -77,11 +85,13 @@ def markdown(report: dict[str, Any]) -> str:
 
 def _category_table(systems: list[dict[str, Any]], k: int) -> str:
     cats = sorted({c for s in systems for c in s["metrics_by_category"]})
-    head = ["system", *[f"cat {c} (n={systems[0]['counts'].get(c, 0)})" for c in cats]]
+    head = ["system", f"all (n={systems[0]['counts'].get('all', 0)})",
+            *[f"cat {c} (n={systems[0]['counts'].get(c, 0)})" for c in cats]]
     lines = [f"recall@{k} per category:", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for s in systems:
         by = s["metrics_by_category"]
-        lines.append("| " + " | ".join([s["name"], *[_num(by.get(c, {}).get(f"recall@{k}"), 1, 100) for c in cats]]) + " |")
+        lines.append("| " + " | ".join([s["name"], _num(s["metrics"].get(f"recall@{k}"), 1, 100),
+                                        *[_num(by.get(c, {}).get(f"recall@{k}"), 1, 100) for c in cats]]) + " |")
     return "\n".join(lines)
 
 
@@ -94,6 +104,12 @@ def _goal_line(goal: dict[str, Any]) -> str:
             f"of raw-dense (≤ 60%: {mark(goal['tokens_ok'])})")
     if "hybrid_ok" in goal:
         text += f"; raw-hybrid {goal['hybrid_minus_dense_recall_points']:+.1f} points vs dense (≥ 0: {mark(goal['hybrid_ok'])})"
+    if "beyond_hybrid_ok" in goal:
+        text += (f". Against raw-hybrid: default {goal['default_minus_raw_hybrid_recall_points']:+.1f} points "
+                 f"(≥ +5: {mark(goal['beyond_hybrid_ok'])}), worst category "
+                 f"{goal['worst_category_minus_raw_hybrid_points']:+.1f} (≥ -1: {mark(goal['categories_ok'])}), "
+                 f"returned tokens {100 * goal['default_returned_token_share']:.0f}% of raw-hybrid's "
+                 f"(≤ 60%: {mark(goal['returned_tokens_ok'])})")
     return text + "."
 
 

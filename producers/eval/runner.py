@@ -23,10 +23,12 @@ from lightmem_core.memory import LightMemory
 from lightmem_core.models import RetrievedMemory
 from lightmem_core.tokens import count_tokens
 from producers.datasets import Conversation, Question, add_conversation
-from producers.eval.metrics import percentile, question_scores, summarize
+from producers.eval.metrics import mean, percentile, question_scores, summarize
 from producers.eval.systems import DEFAULT, SystemSpec, open_memory, with_paths
 
 log = logging.getLogger(__name__)
+# What an answering model is handed: the texts of the first RETURNED_K hits, in tokens (mean per question).
+RETURNED_K = 10
 
 
 @dataclass
@@ -65,6 +67,7 @@ class SystemResult:
     row_categories: list[str] = field(default_factory=list)
     retrievals: list[Retrieval] = field(default_factory=list)
     latencies_s: list[float] = field(default_factory=list)
+    returned_tokens: list[int] = field(default_factory=list)  # tokens of the texts of the top RETURNED_K hits
     ingest_s: float = 0.0
     stats: dict[str, float] = field(default_factory=dict)
     conversations: int = 0
@@ -88,6 +91,7 @@ class SystemResult:
                 "ingest_s": self.ingest_s,
                 "retrieval_p50_ms": percentile(self.latencies_s, 50) * 1000,
                 "retrieval_p95_ms": percentile(self.latencies_s, 95) * 1000,
+                f"tokens_returned_top{RETURNED_K}": mean(float(t) for t in self.returned_tokens),
                 **self.stats,
             },
             "skipped": {reason: {"count": len(items), "items": items} for reason, items in self.skipped.items()},
@@ -208,6 +212,7 @@ def _score_question(memory: LightMemory, user_id: str, q: Question, options: Eva
     latency = time.perf_counter() - start
     assert isinstance(hits, list)
     result.latencies_s.append(latency)
+    result.returned_tokens.append(sum(count_tokens(h.memory) for h in hits[:RETURNED_K]))
     result.retrievals.append(Retrieval(q, user_id, [h.as_line() for h in hits], latency))
     record: dict[str, Any] = {"question_id": q.question_id, "category": q.category,
                               "retrieved_sources": [h.entry.source_ids for h in hits]}
