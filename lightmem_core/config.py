@@ -59,6 +59,8 @@ class EntropyConfig(_Strict):
     word_level_strategy: Literal["average", "first_token"] = "average"
     max_length: int | None = Field(None, ge=2)
     compress_rate: float | None = Field(None, gt=0.0, le=1.0)  # LightMem's key; overrides compress_config.rate
+    # wordfreq only: numbers and capitalised words inside a sentence (names, months, days) are kept first
+    protect_names_numbers: bool = False
 
     @model_validator(mode="before")
     @classmethod
@@ -330,6 +332,13 @@ class BaseMemoryConfigs(_Strict):
     kv_cache_max_mb: float = Field(512.0, gt=0.0)
     graph_mem: bool = False  # entities and relations from the extraction call, as a graph (lightmem_core/graph)
     extraction_mode: Literal["flat", "event"] = "flat"
+    # Retrieval of verbatim entries (docs/retrieval.md): the vectors come from the original message
+    # rather than the compressed one that is returned; the dense vector also reads up to
+    # ``index_context_turns`` previous turns of the entry's topic segment; a query that names one
+    # speaker (or a name they introduced themselves with) also searches that speaker's entries.
+    index_original: bool = False
+    index_context_turns: int = Field(0, ge=0, le=16)
+    speaker_match: bool = False
     # Retrieval of verbatim entries (docs/retrieval.md): the vectors come from the original message
     # rather than the compressed one that is returned; the dense vector also reads up to
     # ``index_context_turns`` previous turns of the entry's topic segment; a query that names one

@@ -63,7 +63,7 @@ def entropy_compressor(config: BaseMemoryConfigs) -> Compressor:
     ec, cc = opts.entropy_config or EntropyConfig(), opts.compress_config
     rate = ec.compress_rate if ec.compress_rate is not None else cc.rate
     if ec.model_name == "wordfreq":
-        return WordfreqEntropyCompressor(rate, ec.language, cc.force_tokens)
+        return WordfreqEntropyCompressor(rate, ec.language, cc.force_tokens, protect=ec.protect_names_numbers)
     return EntropyCompressor(ec.model_name, rate, device=ec.device_map, batch_size=cc.batch_size, max_length=ec.max_length,
                              word_level_strategy=ec.word_level_strategy, force_tokens=cc.force_tokens,
                              max_text_tokens=cc.max_message_tokens, max_batch_tokens=cc.max_batch_tokens)

@@ -230,3 +230,17 @@ def test_wordfreq_keeps_negations_so_no_fact_is_reversed() -> None:
     short = [r.text for r in compressor.compress(texts)]
     assert "never" in short[0] and "satay" in short[0]
     assert "don't" in short[1] and "not" in short[1]
+
+
+def test_wordfreq_protection_keeps_names_numbers_and_dates() -> None:
+    import re
+
+    from lightmem_core.sensory.compressors.wordfreq_entropy import WordfreqEntropyCompressor, is_protected
+
+    text = "Hey Mel! I went to the beach with my 2 kids last Sunday in May."
+    plain, kept = (set(re.findall(r"\w+", WordfreqEntropyCompressor(rate=0.55, protect=p).compress([text])[0].text))
+                   for p in (False, True))
+    assert not {"2", "May"} & plain  # wordfreq finds them common: surprisal alone drops them
+    assert {"Mel", "2", "Sunday", "May"} <= kept
+    assert not is_protected(text, 0, "Hey") and not is_protected(text, 10, "I")  # a sentence's first word, "I"
+    assert len(kept) == len(plain)  # the same share of words is kept: protection chooses, it does not add

@@ -26,6 +26,11 @@ _UNSEEN_P = 1e-9
 # "suggest satay": a stored fact with its meaning reversed. They are ranked above every other word.
 NEGATIONS = frozenset("no not never nor none nobody nothing nowhere neither cannot without".split())
 _ALWAYS = 1e6
+# Names, numbers and dates are what questions ask about (who, how many, when), and wordfreq rates many
+# of them as common ("May", "Sunday", "3", "Mel"). With ``protect``, a word with a digit, or written with
+# a capital where no sentence starts, ranks just below the negations.
+_PROTECTED = 1e5
+_SENTENCE_END = ".!?:;\n\"'“‘(["
 
 
 class WordfreqEntropyCompressor:
@@ -36,8 +41,10 @@ class WordfreqEntropyCompressor:
         rate: float = 0.6,
         language: str = "en",
         force_tokens: Sequence[str] = DEFAULT_FORCE_TOKENS,
+        protect: bool = False,
     ) -> None:
         self.rate = check_rate(rate)
+        self.protect = protect
         self.language = language
         self.force_tokens = tuple(force_tokens)
         try:
@@ -58,7 +65,13 @@ class WordfreqEntropyCompressor:
 
     def words(self, text: str) -> list[Word]:
         """The text's words with their surprisal in bits."""
-        return [Word(m.start(), m.end(), self._surprisal(m.group().lower())) for m in _WORD.finditer(text)]
+        words = []
+        for m in _WORD.finditer(text):
+            score = self._surprisal(m.group().lower())
+            if self.protect and is_protected(text, m.start(), m.group()):
+                score = max(score, _PROTECTED)
+            words.append(Word(m.start(), m.end(), score))
+        return words
 
     def compress(
         self, texts: list[str], groups: list[str] | None = None, rates: Sequence[float] | None = None
@@ -70,3 +83,13 @@ class WordfreqEntropyCompressor:
             short = compress_words(text, self.words(text), rate, self.force_tokens)
             out.append(CompressionResult(text=short, tokens_before=count_tokens(text), tokens_after=count_tokens(short)))
         return out
+
+
+def is_protected(text: str, start: int, surface: str) -> bool:
+    """A number (any digit) or a name-like word: a capital where no sentence starts ("I" aside)."""
+    if any(c.isdigit() for c in surface):
+        return True
+    if not surface[:1].isupper() or surface == "I":
+        return False
+    before = text[:start].rstrip()
+    return bool(before) and before[-1] not in _SENTENCE_END
