@@ -339,13 +339,6 @@ class BaseMemoryConfigs(_Strict):
     index_original: bool = False
     index_context_turns: int = Field(0, ge=0, le=16)
     speaker_match: bool = False
-    # Retrieval of verbatim entries (docs/retrieval.md): the vectors come from the original message
-    # rather than the compressed one that is returned; the dense vector also reads up to
-    # ``index_context_turns`` previous turns of the entry's topic segment; a query that names one
-    # speaker (or a name they introduced themselves with) also searches that speaker's entries.
-    index_original: bool = False
-    index_context_turns: int = Field(0, ge=0, le=16)
-    speaker_match: bool = False
     version: Literal["v1.1"] = "v1.1"
     logging: LoggingConfig | None = None
 
