@@ -35,11 +35,12 @@ VARIANTS: list[tuple[str, str, dict[tuple[str, ...], Any]]] = [
     ("steps", "3. + speaker names and aliases in queries", {**BEFORE, ("index_original",): True,
                                                             ("index_context_turns",): 2, ("speaker_match",): True}),
     ("steps", "4. + names and numbers protected in compression", {PROTECT: True, RATE: 0.55}),
-    ("steps", "5. rate 0.5 (the default)", {}),
+    ("steps", "5. rate 0.45 (the default)", {}),
     ("context", "index_context_turns 0", {("index_context_turns",): 0}),
     ("context", "index_context_turns 1", {("index_context_turns",): 1}),
     ("context", "index_context_turns 3", {("index_context_turns",): 3}),
-    ("rate", "rate 0.45", {RATE: 0.45}),
+    ("rate", "rate 0.4", {RATE: 0.4}),
+    ("rate", "rate 0.5", {RATE: 0.5}),
     ("rate", "rate 0.55", {RATE: 0.55}),
 ]
 

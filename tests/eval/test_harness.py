@@ -56,9 +56,12 @@ def test_locomo_slice_every_system(locomo_slice: Conversation, eval_config: Base
         copy = next(q for q in per_question[name] if q["question_id"] == "copy")
         assert copy["scores"]["recall@1"] == 1.0, name
         assert copy["retrieved_sources"][0] == [turn["id"]]
-    assert report["goal"] is not None and "tokens_ok" in report["goal"]
+    assert report["goal"] is not None and "tokens_ok" in report["goal"] and "returned_tokens_ok" in report["goal"]
+    returned = {name: s["cost"]["tokens_returned_top10"] for name, s in systems.items()}
+    assert 0 < returned["default"] < returned["raw-hybrid"]  # compressed entries hand back fewer tokens
     table = (tmp_path / "out" / RESULTS_MD).read_text()
     assert "| raw-dense |" in table and "recall@5" in table and "vs raw-dense" in table
+    assert "returned tokens (top 10)" in table and "recall@1 per category" in table
 
 
 def _longmemeval_slice(conv: Conversation, others: int) -> Conversation:
