@@ -62,7 +62,6 @@ def test_wrong_type_names_key_and_expectation(memory_config) -> None:
 @pytest.mark.parametrize(
     ("key", "value", "what"),
     [
-        ("graph_mem", True, "graph memory"),
         ("extraction_mode", "event", "event extraction"),
     ],
 )
