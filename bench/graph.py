@@ -51,8 +51,8 @@ def _turns() -> list[tuple[str, str]]:
     return turns
 
 
-def _build(tmp: Path, embedder: HuggingFaceEmbedder) -> Retriever:
-    turns = _turns()
+def _build(tmp: Path, embedder: HuggingFaceEmbedder, size: int = SIZE) -> Retriever:
+    turns = _turns()[:size]
     texts = [t for _, t in turns]
     vectors = np.asarray(embedder.embed(texts), dtype=np.float32)
     rng = np.random.default_rng(7)
@@ -62,7 +62,7 @@ def _build(tmp: Path, embedder: HuggingFaceEmbedder) -> Retriever:
     start = datetime(2023, 1, 1, tzinfo=UTC)
     entries: list[MemoryEntry] = []
     facts: dict[str, list[GraphRelation]] = {}
-    for k in range(SIZE):
+    for k in range(size):
         speaker, text = turns[k % len(turns)]
         text = text if k < len(turns) else f"{text} #{k}"
         user = f"user-{k % USERS}"
@@ -73,10 +73,10 @@ def _build(tmp: Path, embedder: HuggingFaceEmbedder) -> Retriever:
         facts.setdefault(user, []).extend(
             GraphRelation(subject=speaker, relation="talks about", object=n, source_ids=[str(k)], entry_ids=[entry.id],
                           observed_ts=entry.time_stamp.timestamp()) for n in names)
-    rows = [k % len(turns) for k in range(SIZE)]
-    dense = vectors[rows] + rng.normal(0, 0.02, (SIZE, vectors.shape[1]))
+    rows = [k % len(turns) for k in range(size)]
+    dense = vectors[rows] + rng.normal(0, 0.02, (size, vectors.shape[1]))
     dense /= np.linalg.norm(dense, axis=1, keepdims=True)
-    for s in range(0, SIZE, 256):
+    for s in range(0, size, 256):
         chunk = entries[s : s + 256]
         store.upsert(chunk, dense[s : s + 256].tolist(), [bm25.encode_document(e.memory) for e in chunk])
     for user, relations in facts.items():
@@ -91,12 +91,12 @@ def _edges(history: HistoryStore) -> tuple[int, int]:
     return int(row[0]["nodes"]), int(row[0]["edges"])
 
 
-def run() -> str:
+def run(size: int = SIZE, queries: int = QUERIES) -> str:
     embedder = HuggingFaceEmbedder(device="cpu")
-    questions = locomo_questions(QUERIES)
+    questions = locomo_questions(queries)
     users = [f"user-{i % USERS}" for i in range(len(questions))]
     with tempfile.TemporaryDirectory() as tmp:
-        retriever = _build(Path(tmp), embedder)
+        retriever = _build(Path(tmp), embedder, size)
         assert retriever.history is not None
         nodes, edges = _edges(retriever.history)
         variants = {"plain hybrid": 0, "graph_hops=1": 1, "graph_hops=2": 2}
@@ -119,9 +119,9 @@ def run() -> str:
     lines = [
         "### Graph retrieval (`python -m bench.graph`)",
         "",
-        f"{SIZE:,} entries of {USERS} users in Qdrant Edge, hybrid top 10 with the query embedding, through "
+        f"{size:,} entries of {USERS} users in Qdrant Edge, hybrid top 10 with the query embedding, through "
         f"`Retriever.retrieve`; graph: {nodes:,} nodes, {edges:,} edges in SQLite (each turn's speaker -> "
-        f"\"talks about\" -> the names in it). {QUERIES} LoCoMo questions.",
+        f"\"talks about\" -> the names in it). {len(questions)} LoCoMo questions.",
         "",
         "| search | p50 ms | p95 ms | p95 / plain | entries the graph added (of 10 per search, mean) |",
         "|---|---|---|---|---|",
@@ -136,4 +136,6 @@ def run() -> str:
 
 
 if __name__ == "__main__":
-    print(run())
+    import sys
+
+    print(run(*(int(a) for a in sys.argv[1:3])))  # [SIZE [QUERIES]]: a smaller run to try it
