@@ -2,7 +2,7 @@
 
 A named dense vector ``dense`` (cosine) sized from the embedder, a sparse ``bm25`` vector with Qdrant's IDF
 modifier, with ``multimodal_embedder`` an ``image`` vector (cosine) sized from the CLIP model, which only
-image entries have, payload indexes on the user scope and on the numeric twins of the time fields. An embedded
+image entries have, payload indexes on the user scope, the speaker and the numeric twins of the time fields. An embedded
 folder keeps its Edge shard in ``<path>/edge/<collection>``.
 """
 
@@ -15,8 +15,10 @@ import qdrant_edge as edge
 DENSE = "dense"
 SPARSE = "bm25"
 IMAGE = "image"
-# Payload fields with an index: the user scope on every query, and the numeric time twins of range filters.
-PAYLOAD_INDEXES = {"user_id": edge.PayloadSchemaType.Keyword, "ts": edge.PayloadSchemaType.Float,
+# Payload fields with an index: the user scope on every query, the speaker (speaker_match searches a named
+# speaker's entries), and the numeric time twins of range filters.
+PAYLOAD_INDEXES = {"user_id": edge.PayloadSchemaType.Keyword, "speaker": edge.PayloadSchemaType.Keyword,
+                   "ts": edge.PayloadSchemaType.Float,
                    "created_ts": edge.PayloadSchemaType.Float, "updated_ts": edge.PayloadSchemaType.Float}
 
 

@@ -76,7 +76,8 @@ class QdrantStore:
                 sparse_vectors_config={SPARSE: models.SparseVectorParams(modifier=models.Modifier.IDF)},
             )
             if self.is_server:  # payload indexes exist only on a server; local mode warns and ignores them
-                self._client.create_payload_index(self.collection, "user_id", models.PayloadSchemaType.KEYWORD)
+                for field in ("user_id", "speaker"):
+                    self._client.create_payload_index(self.collection, field, models.PayloadSchemaType.KEYWORD)
                 for field in ("ts", "created_ts", "updated_ts"):
                     self._client.create_payload_index(self.collection, field, models.PayloadSchemaType.FLOAT)
             log.info("created Qdrant collection %s (%d dims)", self.collection, self.dims)
