@@ -134,6 +134,9 @@ class LLMConfig(_Strict):
     tokens_per_minute: int = Field(0, ge=0)
     online_score_threshold: float = Field(0.8, ge=-1.0, le=1.0)  # update="online": neighbours at least this similar
     online_top_k: int = Field(5, ge=1)
+    # Offline update: entries judged in one call, and calls in flight at once (LightMem runs 5 at a time).
+    update_batch_size: int = Field(8, ge=1)
+    update_max_in_flight: int = Field(5, ge=1)
     # The model reads images (OpenAI-style image_url parts): with images in messages and
     # multimodal memory, extraction sends them; False: they are left out, with one warning.
     vision: bool = False

@@ -227,7 +227,10 @@ def build_extractor(config: BaseMemoryConfigs, client: LLMClient | None = None) 
 def build_decider(config: BaseMemoryConfigs, client: LLMClient | None = None) -> UpdateDecider | None:
     """The LLM update decider; ``None`` in verbatim mode (the update then merges exact duplicates only)."""
     client = client or build_llm_client(config)
-    return LLMUpdateDecider(client) if client is not None else None
+    if client is None:
+        return None
+    opts = config.memory_manager.configs
+    return LLMUpdateDecider(client, batch_size=opts.update_batch_size, max_in_flight=opts.update_max_in_flight)
 
 
 COMPRESSORS: dict[str, Callable[[BaseMemoryConfigs], Compressor]] = {

@@ -302,11 +302,7 @@ class LightMemory:
         with self._lock:
             self._settle_all(user_id)
             users = [user_id] if user_id is not None else self.history.users()
-            totals: dict[str, int] = {}
-            for u in users:
-                for action, n in offline.apply_queue(self.components, u, score_threshold).items():
-                    totals[action] = totals.get(action, 0) + n
-            return totals
+            return offline.apply_queues(self.components, users, score_threshold)  # all users' calls share the slots
 
     # --- accounting -------------------------------------------------------------------------------
     def get_token_statistics(self, user_id: str | None = None) -> dict[str, float]:

@@ -8,7 +8,8 @@ and topic summaries when the prompt asks for them; and, like a vision model, one
 as an ``image_url`` content part after its ``Image m3.1:`` label, naming the image's size and main
 colour, which it reads from the data URL; an image part it cannot decode gets HTTP 400, as OpenAI answers), update prompts get ``ignore`` (or, with
 ``update_actions="mixed"``, a decision derived from the target's text, so that runs are
-repeatable), anything else ``OK``. Every request is recorded.
+repeatable), batched update prompts one such decision per target, anything else ``OK``. Every
+request is recorded, and ``max_in_flight`` is the most chat requests it was answering at once.
 
 ``POST /control`` changes a running server from another process (tests of worker processes):
 ``{"steps": [{"status": 500}, ...]}`` queues steps, ``{"fail_marker": "word"}`` answers every
@@ -116,10 +117,26 @@ def auto_reply(body: dict[str, Any], update_actions: str = "ignore") -> str:
             reply.update(graph_reply(user))
         reply["facts"] += [{"text": text, "source_ids": [ref]} for ref, text in image_facts(messages)]
         return json.dumps(reply)
+    if '"decisions"' in system:
+        return json.dumps({"decisions": [{"target": ref, **_decide(ref, target, block, update_actions)}
+                                         for ref, target, block in _targets(user)]})
     if '"action"' in system:
         return json.dumps(_update(user) if update_actions == "mixed" else
                           {"action": "ignore", "reason": "scripted: nothing to change"})
     return "OK"
+
+
+def _targets(user: str) -> list[tuple[str, str, str]]:
+    """A batched update prompt's targets: (ref, text, the block with its candidates)."""
+    starts = list(_TARGET.finditer(user))
+    ends = [m.start() for m in starts[1:]] + [len(user)]
+    return [(m.group(1), m.group(2), user[m.start() : end]) for m, end in zip(starts, ends, strict=True)]
+
+
+def _decide(ref: str, target: str, block: str, update_actions: str) -> dict[str, Any]:
+    if update_actions != "mixed":
+        return {"action": "ignore", "reason": "scripted: nothing to change"}
+    return _update(block)
 
 
 def _update(user: str) -> dict[str, Any]:
@@ -239,6 +256,8 @@ class ScriptedLLMServer:
         self.statuses: list[int] = []  # the status answered to each chat request
         self.answered: set[str] = set()  # digests of the (model, messages) answered with 200
         self.repeated = 0  # 200 answers to a (model, messages) answered with 200 before
+        self.in_flight = 0  # chat requests being answered now
+        self.max_in_flight = 0  # the most at once since start (or since it was set to 0)
         self._prefixes: set[str] = set()  # digests of the leading message runs of every request seen
         self._steps: deque[Step] = deque()
         self._lock = threading.Lock()
@@ -299,6 +318,16 @@ class ScriptedLLMServer:
 
     def chat(self, body: dict[str, Any]) -> tuple[int, dict[str, str], str]:
         """Status, headers and body for one chat request."""
+        with self._lock:
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            return self._answer(body)
+        finally:
+            with self._lock:
+                self.in_flight -= 1
+
+    def _answer(self, body: dict[str, Any]) -> tuple[int, dict[str, str], str]:
         step = self._next(body)
         marked = bool(self.fail_marker) and str(self.fail_marker) in json.dumps(body.get("messages", []))
         if marked and self.fail_status is not None:
@@ -371,7 +400,7 @@ class ScriptedLLMServer:
         state = {"pending_steps": self.pending(), "fail_marker": self.fail_marker, "fail_status": self.fail_status,
                  "update_actions": self.update_actions, "requests": len(self.requests), "delay_s": self.delay_s,
                  "faults_served": dict(self.faults_served), "answered": len(self.answered) + self.repeated,
-                 "repeated": self.repeated}
+                 "repeated": self.repeated, "max_in_flight": self.max_in_flight}
         return 200, {}, json.dumps(state)
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
@@ -18,10 +19,37 @@ class Decision:
     merge_into: str | None = None
 
 
-class UpdateDecider(Protocol):
-    """Decides the fate of ``entry`` given newer, similar ``candidates``."""
+@dataclass(frozen=True)
+class Group:
+    """One queued entry and its newer, similar candidates: what one decision is about."""
 
-    def decide(self, entry: MemoryEntry, candidates: list[MemoryEntry]) -> Decision: ...
+    entry: MemoryEntry
+    candidates: list[MemoryEntry]
+
+
+@dataclass(frozen=True)
+class Failure:
+    """No usable decision for one entry (the reply stayed invalid for it); it stays queued."""
+
+    reason: str
+    raw_reply: str | None = None
+
+
+Outcome = Decision | Failure
+
+
+class UpdateDecider(Protocol):
+    """Decides the fate of entries given newer, similar candidates."""
+
+    def decide(self, entry: MemoryEntry, candidates: list[MemoryEntry]) -> Decision:
+        """One entry (the online update). Raises ``ExtractionParseError`` when no valid decision comes."""
+        ...
+
+    def decide_all(self, groups: Sequence[Group]) -> Iterator[Outcome]:
+        """One outcome per group, yielded in the groups' order (however the work is spread out), so that
+        the caller can apply each as soon as it comes. Raises ``TransientError`` when the endpoint
+        keeps failing; outcomes yielded before stay valid."""
+        ...
 
 
 @dataclass
@@ -36,6 +64,10 @@ class ExactDuplicateDecider:
             if _normal(cand.memory) == norm:
                 return Decision("delete", reason="exact duplicate of a newer entry", merge_into=cand.id)
         return Decision("ignore", reason="no exact duplicate")
+
+    def decide_all(self, groups: Sequence[Group]) -> Iterator[Outcome]:
+        for group in groups:
+            yield self.decide(group.entry, group.candidates)
 
 
 def _normal(text: str) -> str:

@@ -1,59 +1,75 @@
 """Offline ("sleep-time") update: an incremental queue of similar newer entries, then decisions.
 
 ``build_queue`` finds, for each entry, the most similar entries that are strictly newer. It only
-searches for entries created since the last run (a per-user watermark): each new entry gets its own
+looks for entries created since the last run (a per-user watermark): each new entry gets its own
 list, and is merged into the lists of the older entries it resembles, so no N² pass is repeated.
-``apply_queue`` asks a ``UpdateDecider`` what to do with each queued entry whose candidates pass the
-score threshold. Candidates are strictly newer, so entries with the same time stamp never act on
-each other. Every change is written to the history store.
+The new entries are compared with all the user's entries in one matrix product (``similar``).
+
+``apply_queue`` asks an ``UpdateDecider`` what to do with each queued entry whose candidates pass the
+score threshold. Every prompt is built from the store as it was when the run began, and decisions
+are applied in queue order as they arrive, each to the entries as they are by then: the result does
+not depend on which call finishes first. Candidates are strictly newer, so entries with the same
+time stamp never act on each other. Every change is written to the history store, and an applied
+entry leaves the queue in the same transaction, so a run started again after a crash never applies
+a decision twice.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
+from dataclasses import replace
+
+import numpy as np
 
 from lightmem_core.components import Components
-from lightmem_core.errors import ExtractionParseError
 from lightmem_core.graph.consolidate import consolidate
 from lightmem_core.models import MemoryEntry, utc_now
 from lightmem_core.stores.indexing import index_entries
-from lightmem_core.update.decision import Decision, ExactDuplicateDecider, UpdateDecider
+from lightmem_core.update.decision import Decision, ExactDuplicateDecider, Failure, Group, UpdateDecider
+from lightmem_core.update.similar import neighbours, unit_rows
 
 log = logging.getLogger(__name__)
 WATERMARK = "update_queue_created_ts"
+Candidates = list[dict[str, object]]
 
 
 def build_queue(c: Components, user_id: str, top_k: int = 20, keep_top_n: int = 10) -> int:
-    """Update the user's queue with the entries created since the last run; returns entries searched."""
+    """Update the user's queue with the entries created since the last run; returns entries compared."""
     if c.embedder is None:
         log.warning("offline update needs dense vectors; index_strategy writes none, so the queue stays empty")
         return 0
     watermark = c.history.counter(user_id, WATERMARK, default=-1.0)
-    fresh = [e for e in c.store.list_entries(user_id, since_ts=watermark) if e.created_at.timestamp() > watermark]
+    everyone = c.store.list_entries(user_id)
+    fresh = [e for e in everyone if e.created_at.timestamp() > watermark]
     if not fresh:
         return 0
-    vectors = c.store.dense_vectors([e.id for e in fresh])
+    vectors = c.store.dense_vectors([e.id for e in everyone])
+    indexed = [e for e in everyone if e.id in vectors]
+    position = {e.id: i for i, e in enumerate(indexed)}
+    rows = [position[e.id] for e in fresh if e.id in position]
     queue = dict(c.history.update_queue(user_id))
     touched: set[str] = set()
-    for entry in fresh:
-        vec = vectors.get(entry.id)
-        if vec is None:
-            continue
-        ts = entry.time_stamp.timestamp()
-        newer = c.store.search(user_id, "embedding", vec, None, top_k, {"time_stamp": {"gt": ts}})
-        queue[entry.id] = _merge(queue.get(entry.id, []), [(e.id, s) for e, s in newer], keep_top_n)
-        touched.add(entry.id)
-        for older, score in c.store.search(user_id, "embedding", vec, None, top_k, {"time_stamp": {"lt": ts}}):
-            queue[older.id] = _merge(queue.get(older.id, []), [(entry.id, score)], keep_top_n)
-            touched.add(older.id)
+    if rows:
+        matrix = unit_rows([vectors[e.id] for e in indexed])
+        stamps = np.array([e.time_stamp.timestamp() for e in indexed], dtype=np.float64)
+        tie_rank = np.argsort(np.argsort(np.array([e.id for e in indexed]))).astype(np.int64)
+        for row, found in zip(rows, neighbours(matrix, stamps, rows, tie_rank, top_k), strict=True):
+            entry_id = indexed[row].id
+            queue[entry_id] = _merge(queue.get(entry_id, []), [(indexed[j].id, s) for j, s in found.newer], keep_top_n)
+            touched.add(entry_id)
+            for j, score in found.older:
+                older = indexed[j].id
+                queue[older] = _merge(queue.get(older, []), [(entry_id, score)], keep_top_n)
+                touched.add(older)
     with c.history.transaction() as conn:
-        for entry_id in touched:
+        for entry_id in sorted(touched):
             c.history.put_update_candidates(conn, entry_id, user_id, queue[entry_id])
         c.history.set_counter(conn, user_id, WATERMARK, max(e.created_at.timestamp() for e in fresh))
     return len(fresh)
 
 
-def _merge(existing: list[dict[str, object]], found: list[tuple[str, float]], keep: int) -> list[dict[str, object]]:
+def _merge(existing: Candidates, found: list[tuple[str, float]], keep: int) -> Candidates:
     best: dict[str, float] = {str(c["id"]): float(c["score"]) for c in existing}  # type: ignore[arg-type]
     for entry_id, score in found:
         best[entry_id] = max(score, best.get(entry_id, score))
@@ -61,41 +77,79 @@ def _merge(existing: list[dict[str, object]], found: list[tuple[str, float]], ke
     return [{"id": i, "score": s} for i, s in ranked]
 
 
-def apply_queue(c: Components, user_id: str, score_threshold: float, decider: UpdateDecider | None = None) -> dict[str, int]:
-    """Decide and apply, for every queued entry with a candidate scoring at least ``score_threshold``.
+def pending_groups(c: Components, user_id: str, score_threshold: float) -> list[Group]:
+    """The queued entries with a strictly newer candidate scoring at least ``score_threshold``, in queue
+    order, read from the store in one go; queued entries no longer stored leave the queue."""
+    queue = [(entry_id, [str(x["id"]) for x in cands if float(x["score"]) >= score_threshold])
+             for entry_id, cands in c.history.update_queue(user_id)]
+    wanted = {entry_id for entry_id, _ in queue} | {i for _, ids in queue for i in ids}
+    stored = {e.id: e for e in c.store.get(sorted(wanted))}
+    gone = [entry_id for entry_id, _ in queue if entry_id not in stored]
+    if gone:
+        with c.history.transaction() as conn:
+            c.history.drop_from_update_queue(conn, gone)
+    groups = []
+    for entry_id, ids in queue:
+        entry = stored.get(entry_id)
+        if entry is None:
+            continue
+        candidates = [stored[i] for i in ids if i in stored and stored[i].time_stamp > entry.time_stamp]
+        if candidates:
+            groups.append(Group(entry, candidates))
+    return groups
 
-    ``decider`` defaults to the components' (the LLM's, when one is configured). A reply that stays
-    invalid after its repair is recorded as a failed batch and the entry stays queued.
+
+def apply_queue(c: Components, user_id: str, score_threshold: float, decider: UpdateDecider | None = None) -> dict[str, int]:
+    """Decide and apply, for every queued entry of ``user_id`` with a candidate scoring at least ``score_threshold``."""
+    return apply_queues(c, [user_id], score_threshold, decider)
+
+
+def apply_queues(c: Components, user_ids: Sequence[str], score_threshold: float,
+                 decider: UpdateDecider | None = None) -> dict[str, int]:
+    """``apply_queue`` for several users at once, so that their calls share the decider's slots.
+
+    ``decider`` defaults to the components' (the LLM's, when one is configured). An entry whose
+    decision stays invalid after its repair is recorded as a failed batch and stays queued; the
+    other entries of its call are applied.
     """
     decider = decider or c.decider
     if decider is None:
         log.info("no LLM configured: the offline update merges exact duplicates only")
         decider = ExactDuplicateDecider()
     counts = {"update": 0, "delete": 0, "ignore": 0, "failed": 0}
-    for entry_id, cands in c.history.update_queue(user_id):
-        ids = [str(x["id"]) for x in cands if float(x["score"]) >= score_threshold]
-        found = c.store.get([entry_id])
-        if not found:
-            with c.history.transaction() as conn:
-                c.history.drop_from_update_queue(conn, [entry_id])
-            continue
-        entry = found[0]
-        candidates = [e for e in c.store.get(ids) if e.time_stamp > entry.time_stamp]
-        if not candidates:
-            continue
-        try:
-            decision = decider.decide(entry, candidates)
-        except ExtractionParseError as exc:
-            c.history.record_failure(user_id, "update", {"entry_id": entry.id, "candidate_ids": ids},
-                                     exc.raw_reply, str(exc))
+    groups = [g for user_id in user_ids for g in pending_groups(c, user_id, score_threshold)]
+    absorbed: dict[str, str] = {}  # entry deleted in this run -> the entry that took over its sources
+    for group, outcome in zip(groups, decider.decide_all(groups), strict=True):
+        if isinstance(outcome, Failure):
+            c.history.record_failure(group.entry.user_id, "update",
+                                     {"entry_id": group.entry.id, "candidate_ids": [e.id for e in group.candidates]},
+                                     outcome.raw_reply, outcome.reason)
             counts["failed"] += 1
-            continue
-        apply_decision(c, entry, candidates, decision)
-        counts[decision.action] += 1
-    # graph_mem: merge duplicate nodes, retire contradicted edges (history kept)
-    for key, n in consolidate(c.history, user_id).items():
-        counts[key] = counts.get(key, 0) + n
+        elif _apply_now(c, group.entry, outcome, absorbed):
+            counts[outcome.action] += 1
+    for user_id in user_ids:  # graph_mem: merge duplicate nodes, retire contradicted edges (history kept)
+        for key, n in consolidate(c.history, user_id).items():
+            counts[key] = counts.get(key, 0) + n
     return counts
+
+
+def _apply_now(c: Components, entry: MemoryEntry, decision: Decision, absorbed: dict[str, str]) -> bool:
+    """Apply a decision made on the run's first reading to the entries as they are now: an earlier
+    decision may have merged sources into them, or deleted the survivor (then its own survivor takes
+    over). False when the entry itself is gone."""
+    current = c.store.get([entry.id])
+    if not current:
+        with c.history.transaction() as conn:
+            c.history.drop_from_update_queue(conn, [entry.id])
+        return False
+    survivor_id = decision.merge_into
+    while survivor_id in absorbed:
+        survivor_id = absorbed[survivor_id]
+    survivor = c.store.get([survivor_id]) if survivor_id is not None else []
+    apply_decision(c, current[0], survivor, replace(decision, merge_into=survivor[0].id if survivor else None))
+    if decision.action == "delete" and survivor and entry.kind == survivor[0].kind == "fact":  # images stay as they are
+        absorbed[entry.id] = survivor[0].id
+    return True
 
 
 def apply_decision(c: Components, entry: MemoryEntry, candidates: list[MemoryEntry], decision: Decision) -> None:

@@ -63,8 +63,16 @@ def render(data: UpdateInput) -> list[ChatMessage]:
 def parse(text: str, data: UpdateInput) -> UpdateReply:
     """Validate a reply; an update needs its new text and ``merge_into`` must name a candidate shown."""
     reply = load_reply(text, UpdateReply)
-    if reply.action == "update" and not (reply.new_text and reply.new_text.strip()):
-        raise ExtractionParseError("action 'update' needs a non-empty new_text", raw_reply=text)
-    if reply.merge_into is not None and reply.merge_into not in {c.ref for c in data.candidates}:
-        raise ExtractionParseError(f"merge_into {reply.merge_into!r} is not one of the newer memories shown", raw_reply=text)
+    problem = problem_with(reply, {c.ref for c in data.candidates})
+    if problem is not None:
+        raise ExtractionParseError(problem, raw_reply=text)
     return reply
+
+
+def problem_with(reply: UpdateReply, candidate_refs: set[str]) -> str | None:
+    """Why a decision cannot be applied, or ``None``: an update needs its text, a merge a candidate shown."""
+    if reply.action == "update" and not (reply.new_text and reply.new_text.strip()):
+        return "action 'update' needs a non-empty new_text"
+    if reply.merge_into is not None and reply.merge_into not in candidate_refs:
+        return f"merge_into {reply.merge_into!r} is not one of the newer memories shown"
+    return None

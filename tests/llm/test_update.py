@@ -29,20 +29,30 @@ def said(text: str) -> str:
     return f"Ann said: {text}"  # how the scripted server's automatic extraction words a fact
 
 
-def decide(body: dict[str, Any]) -> str | None:
-    """The scripted model's update decisions, keyed on the target memory."""
-    user = body["messages"][1]["content"] if len(body["messages"]) > 1 else ""
-    target = re.match(r"Target \[t\] \S+ \S+ \S+: (.*)", user)
-    if target is None:
-        return None  # not an update prompt: automatic answer
-    text = target.group(1)
-    cands = dict(re.findall(r"^\[(c\d+)\] \S+ \S+ \S+: (.*)$", user, re.M))
+def judge(text: str, cands: dict[str, str]) -> dict[str, str]:
+    """The scripted model's decision about one target memory."""
     if text == said(PARIS):
-        return json.dumps({"action": "update", "new_text": UPDATED, "reason": "Ann moved to a bigger flat"})
+        return {"action": "update", "new_text": UPDATED, "reason": "Ann moved to a bigger flat"}
     if text == said(GUITAR):
         band = next(ref for ref, t in cands.items() if "band" in t)
-        return json.dumps({"action": "delete", "merge_into": band, "reason": "the newer memory says more"})
-    return json.dumps({"action": "ignore", "reason": "both stay true"})
+        return {"action": "delete", "merge_into": band, "reason": "the newer memory says more"}
+    return {"action": "ignore", "reason": "both stay true"}
+
+
+def decide(body: dict[str, Any]) -> str | None:
+    """The scripted model's update decisions, keyed on the target memory: one per target of a batched
+    (offline) prompt, or the one of a single-target (online) prompt."""
+    user = body["messages"][1]["content"] if len(body["messages"]) > 1 else ""
+    decisions = []
+    for block in re.split(r"\n\n(?=Target \[)", user):
+        target = re.match(r"Target \[(t\d*)\] \S+ \S+ \S+: (.*)", block)
+        if target is None:
+            return None  # not an update prompt: automatic answer
+        cands = dict(re.findall(r"^\[(c\d+)\] \S+ \S+ \S+: (.*)$", block, re.M))
+        decisions.append({"target": target.group(1), **judge(target.group(2), cands)})
+    if '"decisions"' in body["messages"][0]["content"]:
+        return json.dumps({"decisions": decisions})
+    return json.dumps({k: v for k, v in decisions[0].items() if k != "target"})
 
 
 def add(memory: LightMemory, text: str, day: int, user: str = "ann") -> None:
