@@ -33,7 +33,7 @@ from lightmem_core.errors import StoreError
 from lightmem_core.models import MemoryEntry
 from lightmem_core.stores.base import SearchStrategy, check_images
 from lightmem_core.stores.filters import build_filter, prefetch_limit
-from lightmem_core.stores.layout import DENSE, IMAGE, SPARSE, create_shard, shard_dir
+from lightmem_core.stores.layout import DENSE, IMAGE, SPARSE, add_missing_indexes, create_shard, shard_dir
 from lightmem_core.stores.migrate import migrate_local_mode
 
 log = logging.getLogger(__name__)
@@ -109,7 +109,7 @@ class EdgeStore:
         try:
             if (self.folder / CONFIG_FILE).exists():
                 self._check_dims()
-                return edge.EdgeShard.load(str(self.folder))
+                return add_missing_indexes(edge.EdgeShard.load(str(self.folder)))
             self.folder.mkdir(parents=True, exist_ok=True)
             shard = create_shard(self.folder, self.dims, self._on_disk, self.image_dims)
             log.info("created Qdrant Edge shard %s (%d dims)", self.folder, self.dims)

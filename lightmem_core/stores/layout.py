@@ -37,6 +37,15 @@ def shard_config(dims: int, on_disk: bool = False, image_dims: int | None = None
     )
 
 
+def add_missing_indexes(shard: edge.EdgeShard) -> edge.EdgeShard:
+    """A shard written by an older version gets the payload indexes it lacks (the speaker's came later)."""
+    present = set(shard.info().payload_schema)
+    for field, schema in PAYLOAD_INDEXES.items():
+        if field not in present:
+            shard.update(edge.UpdateOperation.create_field_index(field, schema))
+    return shard
+
+
 def create_shard(folder: Path, dims: int, on_disk: bool = False, image_dims: int | None = None) -> edge.EdgeShard:
     """A new, empty shard with the collection layout and its payload indexes."""
     shard = edge.EdgeShard.create(str(folder), shard_config(dims, on_disk, image_dims))

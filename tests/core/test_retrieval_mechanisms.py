@@ -100,3 +100,19 @@ def test_a_query_naming_an_alias_finds_that_speakers_entries_first(make_memory, 
     anna, tom = "Anna: The mountains were pretty.", f"Tom: {turns[1][1]}"
     assert ranked[False][0] == tom
     assert ranked[True][0].startswith("Anna: ") and ranked[True].index(anna) < ranked[True].index(tom)
+
+
+def test_a_store_folder_from_before_the_speaker_index_gets_it_when_opened(tmp_path, monkeypatch) -> None:
+    """speaker_match filters by speaker; without the index that filter reads every payload (100x slower)."""
+    import lightmem_core.stores.layout as layout
+    from lightmem_core.stores.edge import EdgeStore
+
+    older = {k: v for k, v in layout.PAYLOAD_INDEXES.items() if k != "speaker"}
+    monkeypatch.setattr(layout, "PAYLOAD_INDEXES", older)  # the layout an older version wrote
+    EdgeStore(collection="c", dims=4, path=str(tmp_path)).close()
+    monkeypatch.undo()
+    store = EdgeStore(collection="c", dims=4, path=str(tmp_path))
+    try:
+        assert "speaker" in store._shard.info().payload_schema
+    finally:
+        store.close()
