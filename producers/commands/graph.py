@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 
@@ -27,7 +28,10 @@ def _graph(args: argparse.Namespace) -> int:
     from lightmem_core.graph.read import describe
     from workers.settings import get_settings
 
-    history = build_history(get_settings().memory_cfg)
+    config = get_settings().memory_cfg
+    if not config.history_db_url and not Path(config.history_db_path).is_file():
+        raise FileNotFoundError(f"no history database at {config.history_db_path} (history_db_path) on this host")
+    history = build_history(config)
     try:
         view = describe(history, args.user, args.entity, args.hops)
     finally:
