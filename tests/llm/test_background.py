@@ -8,6 +8,7 @@ stored must be identical.
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -59,21 +60,32 @@ def _stored(memory: LightMemory, user: str) -> dict[str, Any]:
     return {"entries": entries, "added_in_order": added}
 
 
+def _peak_in_flight(history_db: Path) -> int:
+    """The most extraction calls in flight at once, from the accounting (each call ends at ``created_at``)."""
+    with sqlite3.connect(history_db) as conn:
+        rows = conn.execute("SELECT created_at - latency_s, created_at FROM llm_calls").fetchall()
+    events = sorted([(start, 1) for start, _ in rows] + [(end, -1) for _, end in rows])
+    peak = now = 0
+    for _, step in events:
+        now += step
+        peak = max(peak, now)
+    return peak
+
+
 def test_calls_overlap_and_store_what_synchronous_extraction_stores(make_llm_memory: MakeMemory, tmp_path: Path,
                                                                     llm_server: ScriptedLLMServer) -> None:
     users, days = ["ann", "bob"], 4
     llm_server.delay_s = DELAY_S
     reference = _memory(make_llm_memory, tmp_path, "sync", background=0)
     _feed(reference, users, days)
-    assert llm_server.max_in_flight == 1
-    llm_server.max_in_flight = 0
+    assert _peak_in_flight(tmp_path / "sync.db") == 1
     memory = _memory(make_llm_memory, tmp_path, "pool", background=4)
     started = time.perf_counter()
     results = _feed(memory, users, days)
     handed_on = time.perf_counter() - started
     assert sum(r["batches_pending"] for r in results) > 0  # returned while calls were in flight
     assert sum(r["entries_stored"] for r in results) + memory.wait() == len(users) * days  # one fact a batch
-    assert llm_server.max_in_flight >= 3
+    assert _peak_in_flight(tmp_path / "pool.db") >= 3
     assert handed_on < len(users) * days * DELAY_S / 2  # 8 calls of 0.3 s; add_memory waited for few of them
     for user in users:
         assert _stored(memory, user) == _stored(reference, user)
