@@ -1,8 +1,8 @@
 """LightMem's configuration dictionary, accepted as its README shows it and normalised here.
 
 Every option of LightMem's configuration table is a field of ``BaseMemoryConfigs`` with the table's
-default. Options whose behaviour is not built are refused with ``NotSupportedError`` instead of being
-silently ignored; unknown keys and wrong types fail with the key's path and what was expected.
+default. An option that cannot exist here (a FAISS index) is refused with ``NotSupportedError`` instead
+of being silently ignored; unknown keys and wrong types fail with the key's path and what was expected.
 ``lightmem_core`` never reads the environment: ``load_config_file`` reads YAML, and the settings layer
 in ``producers``/``workers`` adds environment overrides.
 """
@@ -380,7 +380,6 @@ class BaseMemoryConfigs(_Strict):
             )
         if self.summary_retriever is not None and not self.text_summary:
             raise ValueError("summary_retriever needs text_summary: true (it indexes the topic summaries)")
-        _refuse_unbuilt(self)
         return self
 
     @property
@@ -413,18 +412,6 @@ class BaseMemoryConfigs(_Strict):
         """
         capacity = self.memory_manager.configs.short_term_capacity_tokens
         return max(1, round(self.extract_threshold * capacity))
-
-
-# Options that LightMem's table lists and this project has not built yet: refused, never ignored.
-_UNBUILT: tuple[tuple[str, Any, str], ...] = (
-    ("extraction_mode", "flat", "event extraction mode"),
-)
-
-
-def _refuse_unbuilt(config: BaseMemoryConfigs) -> None:
-    for key, default, what in _UNBUILT:
-        if getattr(config, key) != default:
-            raise NotSupportedError(f"{key}={getattr(config, key)!r}: {what} is not supported yet")
 
 
 def parse_config(data: dict[str, Any] | BaseMemoryConfigs) -> BaseMemoryConfigs:

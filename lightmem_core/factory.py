@@ -217,11 +217,13 @@ def build_extractor(config: BaseMemoryConfigs, client: LLMClient | None = None) 
         if config.graph_mem:
             log.warning("graph_mem needs an LLM (entities and relations come from the extraction call); "
                         "verbatim mode builds no graph, so graph_hops finds nothing")
+        if config.extraction_mode == "event":
+            log.warning("extraction_mode 'event' needs an LLM (its relational call); verbatim mode stores user turns only")
         return VerbatimExtractor(config.extraction_roles, IndexTexts(config.index_original, config.index_context_turns))
     client = client or build_llm_client(config)
     assert client is not None
     return LLMExtractor(client, config.extraction_roles, metadata=config.metadata_generate, summary=config.text_summary,
-                        graph=config.graph_mem)
+                        graph=config.graph_mem, event=config.extraction_mode == "event")
 
 
 def build_decider(config: BaseMemoryConfigs, client: LLMClient | None = None) -> UpdateDecider | None:

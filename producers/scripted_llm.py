@@ -111,6 +111,8 @@ def auto_reply(body: dict[str, Any], update_actions: str = "ignore") -> str:
     messages = body.get("messages", [])
     system = next((m["content"] for m in messages if m["role"] == "system"), "")
     user = "\n".join(content_text(m) for m in messages if m["role"] == "user")
+    if "how the people in it relate" in system:  # extraction_mode event: the relational call
+        return json.dumps({"facts": _relations(user)})
     if '"source_ids"' in system:
         reply = _extraction(user, '"keywords"' in system, '"summaries"' in system)
         if '"relations"' in system:  # graph_mem: entities and relations from fixed sentence patterns
@@ -152,6 +154,22 @@ def _update(user: str) -> dict[str, Any]:
     if choice == 1:
         return {"action": "delete", "merge_into": candidates[-1][0], "reason": "scripted: a newer memory replaces it"}
     return {"action": "ignore", "reason": "scripted: both stay true"}
+
+
+_RELATIONAL_CUES = {"thank": "thanked the others", "congrat": "congratulated the others", "proud": "expressed pride",
+                    "?": "showed interest by asking"}
+
+
+def _relations(user: str) -> list[dict[str, Any]]:
+    """A relational reply: one exchange per message that thanks, congratulates, says it is proud or asks."""
+    found = []
+    for line in user.splitlines():
+        if m := _LINE.match(line):
+            ref, speaker, text = m.groups()
+            cue = next((what for word, what in _RELATIONAL_CUES.items() if word in text.lower()), None)
+            if cue is not None:
+                found.append({"text": f"{speaker} {cue}: {' '.join(text.split()[:20])}", "source_ids": [ref]})
+    return found
 
 
 def _extraction(user: str, keywords: bool, summaries: bool) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from lightmem_core.extraction import prompt
+from lightmem_core.extraction import prompt, relational
 from lightmem_core.graph.model import GraphEntity, GraphFacts, GraphRelation
 from lightmem_core.images import model_url
 from lightmem_core.llm.base import CallTag, LLMClient
@@ -132,8 +132,10 @@ def extract_with_llm(client: LLMClient, segments: list[TopicSegment], roles: set
 
 
 def extract_with_graph(client: LLMClient, segments: list[TopicSegment], roles: set[str], *, metadata: bool = False,
-                       summary: bool = False, graph: bool = False) -> tuple[list[MemoryEntry], GraphFacts | None]:
-    """``extract_with_llm``'s call, giving with ``graph`` the graph facts of the same reply too."""
+                       summary: bool = False, graph: bool = False,
+                       event: bool = False) -> tuple[list[MemoryEntry], GraphFacts | None]:
+    """``extract_with_llm``'s call, giving with ``graph`` the graph facts of the same reply too; with
+    ``event`` (``extraction_mode: event``) a second, relational call adds its entries."""
     batch = prepare(segments, roles, metadata, summary, graph)
     if batch.empty:
         return [], GraphFacts() if graph else None
@@ -141,19 +143,23 @@ def extract_with_graph(client: LLMClient, segments: list[TopicSegment], roles: s
     tag = CallTag("extraction", segments[0].user_id, sessions.pop() if len(sessions) == 1 else None)
     reply = ask_json(client, prompt.render(batch.data), lambda text: prompt.parse(text, batch.data), tag)
     entries = to_entries(reply, batch)
-    return entries, to_graph(reply, batch, entries) if graph else None
+    facts = to_graph(reply, batch, entries) if graph else None
+    if event:
+        entries += relational.extract_relations(client, batch, tag)
+    return entries, facts
 
 
 class LLMExtractor:
     """The ``Extractor`` backed by an LLM: LightMem's batched extraction with checked provenance."""
 
     def __init__(self, client: LLMClient, roles: set[str], *, metadata: bool = False, summary: bool = False,
-                 graph: bool = False) -> None:
+                 graph: bool = False, event: bool = False) -> None:
         self.client = client
         self.roles = roles
         self.metadata = metadata
         self.summary = summary
         self.graph = graph
+        self.event = event  # extraction_mode: event: a relational call after the factual one
 
     def extract(self, segments: list[TopicSegment]) -> list[MemoryEntry]:
         return self.extract_with_graph(segments)[0]
@@ -161,4 +167,4 @@ class LLMExtractor:
     def extract_with_graph(self, segments: list[TopicSegment]) -> tuple[list[MemoryEntry], GraphFacts | None]:
         """The entries and, with ``graph_mem``, the graph facts of the same call."""
         return extract_with_graph(self.client, segments, self.roles, metadata=self.metadata, summary=self.summary,
-                                  graph=self.graph)
+                                  graph=self.graph, event=self.event)

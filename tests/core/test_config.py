@@ -59,17 +59,6 @@ def test_wrong_type_names_key_and_expectation(memory_config) -> None:
         parse_config(["not", "a", "dict"])  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize(
-    ("key", "value", "what"),
-    [
-        ("extraction_mode", "event", "event extraction"),
-    ],
-)
-def test_unbuilt_options_are_refused_not_ignored(memory_config, key, value, what) -> None:
-    with pytest.raises(NotSupportedError, match=what):
-        parse_config(memory_config(**{key: value}))
-
-
 def test_context_retriever_top_k_is_the_default_limit(make_memory) -> None:
     """LightMem's ``context_retriever.configs.top_k``: how many memories ``retrieve`` returns unasked."""
     memory = make_memory(retrieve_strategy="hybrid", context_retriever={"model_name": "BM25", "configs": {"top_k": 2}})
