@@ -230,7 +230,8 @@ class QdrantOptions(_Strict):
 
 def _faiss_not_built(data: Any, key: str) -> Any:
     if isinstance(data, dict) and str(data.get("model_name", "")).lower() == "faiss":
-        raise NotSupportedError(f"{key}.model_name 'FAISS' is not supported yet; use 'qdrant'")
+        raise NotSupportedError(f"{key}.model_name 'FAISS' is not supported: a FAISS index cannot filter searches by "
+                                "user nor be shared between processes; use 'qdrant' (embedded folder or server)")
     return data
 
 
