@@ -16,7 +16,7 @@ from pathlib import Path
 from bench.common import data_dir
 
 SECTIONS = ("bench.core", "bench.summary_retrieval", "bench.graph", "bench.compression", "bench.llm_cost", "bench.llm_cache", "bench.distributed", "bench.reliability",
-            "bench.api", "bench.update")
+            "bench.api", "bench.pipeline", "bench.update")
 
 
 def main(argv: list[str]) -> int:
