@@ -114,12 +114,15 @@ def run(data_path: Path, latencies: tuple[float, ...] = LATENCIES, conversations
                 if "one-process" in parts:
                     row, texts = runs.one_process(conversations, folder / f"one-{latency:g}", lingua, base_url)
                     rows.append(_row("one process", latency, row, folder / f"one-{latency:g}" / "history.db"))
+                    print(rows[-1], file=sys.stderr, flush=True)  # progress: a whole run takes long
                     entry_texts = entry_texts or texts
                 if "queues" in parts:
                     row = runs.queues(conversations, folder / f"queues-{latency:g}", lingua, base_url)
                     rows.append(_row("queues", latency, row, folder / f"queues-{latency:g}" / "history.db"))
+                    print(rows[-1], file=sys.stderr, flush=True)
             if "bare" in parts:
                 bare = runs.bare_compute(conversations, folder / "bare", lingua, entry_texts)
+                print(bare, file=sys.stderr, flush=True)
     finally:
         llm.terminate()
         llm.wait(10)
