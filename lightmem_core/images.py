@@ -91,9 +91,10 @@ def checked_url(at: str, url: object) -> str:
         data = image_bytes(url)
     except (OSError, ValueError) as exc:
         raise InvalidInput(f"{at}: {exc}") from None
-    if data is None or len(data) > _MAX_IMAGE_BYTES:
-        raise InvalidInput(f"{at}: image over {_MAX_IMAGE_BYTES // 2**20} MB")
-    _check_decodes(at, data)
+    if data is not None and len(data) > _MAX_IMAGE_BYTES:
+        raise InvalidInput(f"{at}: {len(data):,} bytes, over the {_MAX_IMAGE_BYTES // 2**20} MB an image may have")
+    if data is not None:
+        _check_decodes(at, data)
     return url
 
 
