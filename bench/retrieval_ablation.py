@@ -78,6 +78,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", default="", help="run only the variants whose label starts with one of these (comma list)")
     parser.add_argument("--results-dir", type=Path, default=Path("results/eval/ablation"), help="where results go")
     args = parser.parse_args(argv)
+    import torch
+
+    torch.set_num_threads(1)  # as lightmem eval does (its --torch-threads default)
     groups = args.variants.split(",")
     only = [p for p in args.only.split(",") if p]
     chosen = [v for v in VARIANTS if v[0] in groups and (not only or any(v[1].startswith(p) for p in only))]

@@ -37,6 +37,9 @@ def turns() -> list[tuple[str, str]]:
 
 
 def main() -> int:
+    import torch
+
+    torch.set_num_threads(1)  # as lightmem eval does: on a shared 2-core machine spinning threads cost 10x
     said = turns()
     embedder = HuggingFaceEmbedder(device="cpu")
     vectors = np.asarray(embedder.embed([f"{w}: {t}" for w, t in said]), dtype=np.float32)
