@@ -149,21 +149,28 @@ def queues(conversations: list[Conversation], workdir: Path, lingua: str, base_u
         producer.wait_indexed(tracking, timeout_s=7200, poll_s=0.05)
         wall, after = time.perf_counter() - wall, _cpu(cluster)
         parts = {k: after[k] - before.get(k, 0.0) for k in after}
-        entries = int(producer.state.stats().get("entries_stored", 0))
         while not _idle(producer, settings):
             time.sleep(0.05)
+        ingested = producer.state.stats()  # the workers count LLM calls in Redis (RedisCallRecorder)
         runs_before, update = producer.state.update_runs(), time.perf_counter()
         users = producer.update_now()
         while not (all(producer.state.update_runs().get(u, 0) > runs_before.get(u, 0) for u in users)
                    and _idle(producer, settings)):
             time.sleep(0.05)
         update = time.perf_counter() - update
+        updated = producer.state.stats()
         producer.close()
     finally:
         cluster.stop()
         os.environ.clear()
         os.environ.update(saved)
-    return {"wall_s": wall, "cpu_s": sum(parts.values()), "entries": entries, "update_wall_s": update,
+    calls = {"calls": int(ingested.get("llm_calls", 0)), "prompt_tokens": int(ingested.get("llm_prompt_tokens", 0)),
+             "completion_tokens": int(ingested.get("llm_completion_tokens", 0)),
+             "peak": round(ingested.get("llm_latency_s", 0.0) / wall)}  # the mean in flight: no call times here
+    update_calls = int(updated.get("llm_calls", 0) - ingested.get("llm_calls", 0))
+    update_mean = (updated.get("llm_latency_s", 0.0) - ingested.get("llm_latency_s", 0.0)) / max(update, 1e-9)
+    return {"wall_s": wall, "cpu_s": sum(parts.values()), "entries": int(ingested.get("entries_stored", 0)),
+            "update_wall_s": update, "llm": calls, "update_llm": {"calls": update_calls, "peak": round(update_mean)},
             "cpu_parts": {k: round(v, 1) for k, v in sorted(parts.items(), key=lambda kv: -kv[1])}}
 
 
@@ -176,7 +183,7 @@ def bare_compute(conversations: list[Conversation], workdir: Path, lingua: str, 
 
     components = build_components(parse_config(recipe(workdir, lingua, None)))
     compressor, embedder = components.compressor, components.embedder
-    assert compressor is not None
+    assert compressor is not None and embedder is not None
     texts, groups = [], []
     for c in conversations:
         for s in c.sessions:
