@@ -92,7 +92,7 @@ def _config(folder: Path, base_url: str) -> dict[str, Any]:
 def ingest(data_path: Path, folder: Path, base_url: str, limit: int | None = None) -> tuple[int, float]:
     """The conversations (all, or the first ``limit``) into ``folder``; returns entries stored and seconds."""
     started = time.perf_counter()
-    memory = LightMemory(parse_config(_config(folder, base_url)))
+    memory = LightMemory.from_config(_config(folder, base_url))
     try:
         for conv in load_locomo(data_path)[:limit]:
             add_conversation(memory, conv)
@@ -107,7 +107,7 @@ def update_run(snapshot: Path, work: Path, server: ScriptedLLMServer, variant: s
     """The offline update from a copy of ``snapshot``, with ``variant`` "before" or "after"."""
     folder = work / f"{variant}-{latency_s:g}s"
     shutil.copytree(snapshot, folder)
-    memory = LightMemory(parse_config(_config(folder, server.base_url)))
+    memory = LightMemory.from_config(_config(folder, server.base_url))
     try:
         server.delay_s, server.max_in_flight, sent = latency_s, 0, len(server.requests)
         users = memory.history.users()

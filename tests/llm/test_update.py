@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import json
 import math
+import random
 import re
+import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from lightmem_core import LightMemory
 from lightmem_core.embedders.hashing import HashingEmbedder
+from lightmem_core.errors import TransientError
 from producers.scripted_llm import ScriptedLLMServer, Step
 
 MakeMemory = Callable[..., LightMemory]
@@ -167,3 +171,112 @@ def test_online_mode_without_llm_merges_exact_duplicates(make_llm_memory: MakeMe
                           force_extract=True)
     [kept] = memory.get_all("ann")
     assert len(kept.source_ids) == 2
+
+
+# --- batched decisions -------------------------------------------------------------------------------
+HOBBIES = ["swimming in the lake", "baking sourdough bread", "reading old maps", "growing tomatoes",
+           "restoring an old bicycle", "learning the violin"]
+
+
+SIMILAR = 0.9  # a hobby's two memories score 0.94-0.95 (hashing vectors), two hobbies at most 0.84
+
+
+def pairs(memory: LightMemory, users: tuple[str, ...] = ("ann", "bob")) -> None:
+    """Per user, one memory per hobby and a newer one that says more about it: six entries to decide."""
+    for user in users:
+        for i, hobby in enumerate(HOBBIES):
+            where = " in Oslo" if user == "bob" else ""
+            add(memory, f"I enjoy {hobby} on weekends{where}.", 1 + i, user)
+            add(memory, f"I enjoy {hobby} on weekends{where} with my cousin.", 10 + i, user)
+
+
+def state(memory: LightMemory) -> list[tuple[str, str, list[str]]]:
+    return sorted((user, e.memory, sorted(e.source_ids)) for user in ("ann", "bob") for e in memory.get_all(user))
+
+
+def test_batched_calls_in_flight_and_a_result_independent_of_timing(
+        make_llm_memory: MakeMemory, llm_server: ScriptedLLMServer, tmp_path: Path) -> None:
+    """Six entries per user, two per call, three calls at once: six calls, each naming its targets; answers
+    that come back in a random order give the same memory as one call at a time."""
+    llm_server.update_actions = "mixed"
+    jitter = random.Random(7)
+
+    def slow(body: dict[str, Any]) -> None:
+        if '"decisions"' in body["messages"][0]["content"]:
+            time.sleep(jitter.uniform(0.05, 0.4))  # calls finish out of order
+        return None  # the automatic (mixed) answer
+
+    results = []
+    for in_flight in (3, 1):
+        folder = tmp_path / f"in-flight-{in_flight}"
+        memory = make_llm_memory(history_db_path=str(folder / "history.db"),
+                                 embedding_retriever={"model_name": "qdrant", "configs": {"path": str(folder / "qdrant")}},
+                                 llm={"update_batch_size": 2, "update_max_in_flight": in_flight})
+        pairs(memory)
+        memory.construct_update_queue_all_entries()
+        llm_server.responder, llm_server.max_in_flight, sent = slow, 0, len(llm_server.requests)
+        counts = memory.offline_update_all_entries(score_threshold=SIMILAR)
+        llm_server.responder = None
+        calls = llm_server.requests[sent:]
+        assert counts["failed"] == 0 and sum(counts.values()) == 12
+        assert len(calls) == 6 and llm_server.max_in_flight == in_flight
+        assert all(b["messages"][1]["content"].count("Target [") == 2 for b in calls)
+        results.append((counts, state(memory)))
+    assert results[0] == results[1]
+    assert {a for a, n in results[0][0].items() if n} == {"update", "delete", "ignore"}
+
+
+def test_one_bad_decision_fails_alone_after_a_repair_turn(make_llm_memory: MakeMemory, llm_server: ScriptedLLMServer) -> None:
+    """Tea (and any other target): ignored. Paris: missing from the first reply, given in the repair turn. Guitar: names a memory
+    never shown, twice: recorded as failed and still queued; the other two are applied."""
+
+    def partly(body: dict[str, Any]) -> str | None:
+        messages = body["messages"]
+        if '"decisions"' not in messages[0]["content"]:
+            return None
+        refs = dict((text, ref) for ref, text in re.findall(r"^Target \[(t\d+)\] \S+ \S+ \S+: (.*)$", messages[1]["content"], re.M))
+        bad = {"target": refs[said(GUITAR)], "action": "delete", "merge_into": "c9"}
+        if len(messages) == 2:
+            others = [{"target": ref, "action": "ignore"} for text, ref in refs.items() if text not in (said(PARIS), said(GUITAR))]
+            return json.dumps({"decisions": [*others, bad]})
+        return json.dumps({"decisions": [{"target": refs[said(PARIS)], "action": "update", "new_text": UPDATED}, bad]})
+
+    llm_server.responder = partly
+    memory = make_llm_memory()
+    for day, text in enumerate([PARIS, GUITAR, TEA], start=1):
+        add(memory, text, day)
+    for day, text in enumerate([NEWER[PARIS], NEWER[GUITAR], NEWER[TEA]], start=10):
+        add(memory, text, day)
+    before = by_text(memory)
+    guitar, paris, tea = before[said(GUITAR)], before[said(PARIS)], before[said(TEA)]
+    memory.construct_update_queue_all_entries()
+    sent = len(llm_server.requests)
+    counts = memory.offline_update_all_entries(score_threshold=0.5)
+    assert counts["update"] == 1 and counts["delete"] == 0 and counts["ignore"] >= 1 and counts["failed"] == 1
+    assert llm_server.purposes()[sent:] == ["update", "update_repair"]
+    assert UPDATED in by_text(memory) and said(GUITAR) in by_text(memory)
+    [failure] = memory.history.failures("ann")
+    assert failure["purpose"] == "update" and "c9" in failure["reason"] and '"c9"' in failure["raw_reply"]
+    queued = dict(memory.history.update_queue("ann"))
+    assert guitar.id in queued and paris.id not in queued and tea.id not in queued  # the decided ones left it
+
+
+def test_a_run_stopped_by_a_failing_endpoint_never_applies_a_decision_twice(
+        make_llm_memory: MakeMemory, llm_server: ScriptedLLMServer) -> None:
+    """The endpoint fails for good on one of bob's calls (users go in order: ann's first): the run stops
+    there, what was applied stays applied and off the queue; the run again decides only what is left."""
+    llm_server.update_actions = "mixed"
+    memory = make_llm_memory(llm={"max_retries": 0, "update_batch_size": 2, "update_max_in_flight": 2})
+    pairs(memory)
+    ids = [e.id for user in ("ann", "bob") for e in memory.get_all(user)]
+    memory.construct_update_queue_all_entries()
+    llm_server.fail_marker, llm_server.fail_status = "violin on weekends in Oslo", 500
+    with pytest.raises(TransientError):
+        memory.offline_update_all_entries(score_threshold=SIMILAR)
+    llm_server.fail_marker = llm_server.fail_status = None
+    left = memory.offline_update_all_entries(score_threshold=SIMILAR)
+    assert 0 < sum(left.values()) <= 6 and left["failed"] == 0  # ann's six were applied in the first run
+    assert sum(memory.offline_update_all_entries(score_threshold=SIMILAR).values()) == 0  # nothing left
+    for entry_id in ids:
+        decided = [h["action"] for h in memory.history_of(entry_id) if h["action"] in ("UPDATE", "DELETE")]
+        assert len(decided) <= 1, entry_id
