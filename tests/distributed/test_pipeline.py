@@ -135,7 +135,8 @@ def test_command_line_status_search_and_stats(cluster: Cluster, locomo_indexed: 
     user = locomo_indexed[0].user_id
     lines = _cli(cluster, "search", user, "LGBTQ support group", "--limit", "3").stdout.splitlines()
     found = [line for line in lines if not line.startswith(" ")]  # each memory, then its original messages indented
-    assert len(found) == 3 and any("support group" in line for line in found)
+    # The memory is compressed ("went LGBTQ support yesterday"); the words asked about are in what was said.
+    assert len(found) == 3 and any("support group" in line for line in lines)
     originals = [line.strip() for line in lines if line.startswith(" ")]
     assert originals and all(line.split(" (")[0] in ("Caroline", "Melanie") for line in originals)
     env = {**os.environ, **cluster.env}

@@ -244,3 +244,14 @@ def test_wordfreq_protection_keeps_names_numbers_and_dates() -> None:
     assert {"Mel", "2", "Sunday", "May"} <= kept
     assert not is_protected(text, 0, "Hey") and not is_protected(text, 10, "I")  # a sentence's first word, "I"
     assert len(kept) == len(plain)  # the same share of words is kept: protection chooses, it does not add
+
+
+def test_wordfreq_keeps_or_drops_a_hyphenated_compound_whole() -> None:
+    from lightmem_core.sensory.compressors.wordfreq_entropy import WordfreqEntropyCompressor
+
+    text = "My secret jam is quokka-marmalade-7731, keep it safe with the well-known recipe."
+    for rate in (0.3, 0.45, 0.6):
+        short = WordfreqEntropyCompressor(rate=rate, protect=True).compress([text])[0].text
+        assert "quokka-marmalade-7731" in short  # a number inside: protected, and never cut in pieces
+        assert "- " not in short and " -" not in short
+        assert ("well-known" in short) or ("well" not in short.split() and "known" not in short.split())

@@ -18,8 +18,10 @@ from lightmem_core.sensory.compressors.base import CompressionResult
 from lightmem_core.sensory.compressors.selection import Word, check_rate, compress_words
 from lightmem_core.tokens import count_tokens
 
-# Words (letters, digits, inner apostrophes) or single other visible characters (punctuation, emoji).
-_WORD = re.compile(r"\w+(?:['’]\w+)*|[^\w\s]", re.UNICODE)
+# Words (letters, digits, inner apostrophes and hyphens) or single other visible characters (punctuation,
+# emoji). A hyphenated compound is one word, kept or dropped whole: split, "quokka-marmalade-7731" lost
+# its middle and was stored as "quokka- -7731".
+_WORD = re.compile(r"\w+(?:['’-]\w+)*|[^\w\s]", re.UNICODE)
 # Words wordfreq has never seen: rarer than its rarest listed word (about 1e-8).
 _UNSEEN_P = 1e-9
 # Negations are frequent, so surprisal alone drops them, and "please never suggest satay" became
