@@ -46,23 +46,26 @@ def _own(name: str, tmp_path: Path) -> dict[str, Any]:
 SUMMARIES = {"summary_retriever": {"model_name": "qdrant", "configs": {"top_topics": 1}}}
 
 
-@pytest.mark.parametrize("strategy", ["embedding", "hybrid"])
-def test_summary_retrieval_returns_the_right_topics_entries(make_llm_memory: MakeMemory, strategy: str,
-                                                            tmp_path: Path) -> None:
-    plain = make_llm_memory(text_summary=True, index_strategy="hybrid", retrieve_strategy=strategy,
-                            history_db_path=str(tmp_path / "plain.db"), embedding_retriever=_own("plain", tmp_path))
-    memory = make_llm_memory(text_summary=True, index_strategy="hybrid", retrieve_strategy=strategy, **SUMMARIES)
-    for m in (plain, memory):
-        _add(m, "ann")
-    trip_topic = next(e.topic_id for e in memory.get_all("ann") if e.session_id == "trip")
-    summaries = memory.components.summaries
-    assert summaries is not None and summaries.store.count("ann") == 2  # one point per topic, in its own collection
-    assert summaries.store.get([summary_id("ann", trip_topic)])[0].memory.startswith("Talk about I am planning a trip")
-    hits = memory.retrieve(QUESTION, limit=3, user_id="ann")
-    assert isinstance(hits, list) and _topics(hits) == [trip_topic] * 3  # every entry of the trip topic, none other
-    assert any("booked the hotel" in h.memory for h in hits) and hits[0].sources  # with their original messages
-    # Plain entry search ranks the work topic's hotel entry among the top three: the summaries made the difference.
-    assert len(set(_topics(plain.retrieve(QUESTION, limit=3, user_id="ann")))) > 1  # type: ignore[arg-type]
+def test_summary_retrieval_returns_the_right_topics_entries(make_llm_memory: MakeMemory, tmp_path: Path) -> None:
+    # Both strategies in one test: their memories' LLM clients are closed with this test's server.
+    for strategy in ("embedding", "hybrid"):
+        plain = make_llm_memory(text_summary=True, index_strategy="hybrid", retrieve_strategy=strategy,
+                                history_db_path=str(tmp_path / f"plain-{strategy}.db"),
+                                embedding_retriever=_own(f"plain-{strategy}", tmp_path))
+        memory = make_llm_memory(text_summary=True, index_strategy="hybrid", retrieve_strategy=strategy,
+                                 history_db_path=str(tmp_path / f"{strategy}.db"), embedding_retriever=_own(strategy, tmp_path),
+                                 **SUMMARIES)
+        for m in (plain, memory):
+            _add(m, "ann")
+        trip_topic = next(e.topic_id for e in memory.get_all("ann") if e.session_id == "trip")
+        summaries = memory.components.summaries
+        assert summaries is not None and summaries.store.count("ann") == 2  # one point per topic, in its own collection
+        assert summaries.store.get([summary_id("ann", trip_topic)])[0].memory.startswith("Talk about I am planning a trip")
+        hits = memory.retrieve(QUESTION, limit=3, user_id="ann")
+        assert isinstance(hits, list) and _topics(hits) == [trip_topic] * 3, strategy  # the trip topic's entries only
+        assert any("booked the hotel" in h.memory for h in hits) and hits[0].sources  # with their original messages
+        # Plain entry search mixes in the work topic's hotel entry: the summaries made the difference.
+        assert len(set(_topics(plain.retrieve(QUESTION, limit=3, user_id="ann")))) > 1, strategy  # type: ignore[arg-type]
 
 
 def test_summaries_are_kept_per_user_and_forgotten_with_the_user(make_llm_memory: MakeMemory) -> None:
