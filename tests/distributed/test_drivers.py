@@ -244,6 +244,9 @@ def _driver(kind: str, cluster: Cluster, workdir: Path, embedder: Any) -> Iterat
         driver.close()
 
 
+# Three LoCoMo conversations through LLMLingua-2, twice (library, then queues), with the offline update:
+# a few minutes alone, over 600 s when the two cores are shared. The workers log their progress.
+@pytest.mark.timeout(1500)
 @pytest.mark.parametrize("scenario", SCENARIOS, ids=[s.name for s in SCENARIOS])
 def test_both_drivers_leave_the_same_memory(scenario: Scenario, request: pytest.FixtureRequest, tmp_path: Path,
                                             minilm_embedder: Any, data_dir: Path) -> None:
