@@ -19,6 +19,7 @@ import yaml
 
 from lightmem_core.config import parse_config
 from producers.datasets import load_locomo, load_longmemeval
+from producers.eval.commands import LOCOMO_DEFAULT_CATEGORIES
 from producers.eval.harness import EvalRun, evaluate, shared_embedder
 from producers.eval.runner import EvalOptions
 from workers.settings import DEFAULT_CONFIG
@@ -85,12 +86,14 @@ def main(argv: list[str] | None = None) -> int:
     only = [p for p in args.only.split(",") if p]
     chosen = [v for v in VARIANTS if v[0] in groups and (not only or any(v[1].startswith(p) for p in only))]
     conversations = load_locomo(args.data) if args.format == "locomo" else load_longmemeval(args.data)
+    # As lightmem eval scores them: LoCoMo without its adversarial category 5.
+    cats = frozenset(LOCOMO_DEFAULT_CATEGORIES) if args.format == "locomo" else None
     embedder = shared_embedder(parse_config(variant_config({})))
     head = ""
     lines: dict[str, list[str]] = {}
     for n, (group, label, changes) in enumerate(chosen):
         run = EvalRun(dataset=args.format, config=parse_config(variant_config(changes)),
-                      results_dir=args.results_dir / f"{group}-{n}", options=EvalOptions(progress=False),
+                      results_dir=args.results_dir / f"{group}-{n}", options=EvalOptions(progress=False, categories=cats),
                       systems=("default",), data_path=str(args.data), command=f"bench.retrieval_ablation: {label}")
         report = evaluate(conversations, run, embedder=embedder)
         head = head or header(report)
