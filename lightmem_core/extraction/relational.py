@@ -11,15 +11,24 @@ checked the same way: a reference not sent in the call is invalid, never clamped
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from lightmem_core.extraction import prompt
 from lightmem_core.llm.base import CallTag, ChatMessage, LLMClient
 from lightmem_core.llm.structured import ask_json
-from lightmem_core.models import MemoryEntry, entry_id_for
+from lightmem_core.models import MemoryEntry, Message, TopicSegment, entry_id_for
 
-if TYPE_CHECKING:  # llm.py calls this module: its batch type is only named here
-    from lightmem_core.extraction.llm import PreparedBatch
+
+class PreparedBatch(Protocol):
+    """What this module reads of ``extraction.llm.PreparedBatch`` (llm.py calls this module, so it is
+    described here rather than imported: no import circle, not even for the type checker)."""
+
+    @property
+    def data(self) -> prompt.ExtractionInput: ...
+    @property
+    def messages(self) -> dict[str, Message]: ...
+    @property
+    def segments(self) -> dict[str, TopicSegment]: ...
 
 RELATIONAL = "relational"  # the category of the entries this call writes
 
