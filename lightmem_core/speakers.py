@@ -18,7 +18,7 @@ from typing import Any
 from lightmem_core.history import HistoryStore
 from lightmem_core.history.base import Connection
 from lightmem_core.models import MemoryEntry, Message
-from lightmem_core.stores.edge import RRF_K
+from lightmem_core.stores.fusion import fuse
 
 Hits = list[tuple[MemoryEntry, float]]
 # "my name is Jo", "call me Jo Ann", "I go by Jo": a phrase in any case, then one or two capitalised words.
@@ -53,18 +53,6 @@ def named_speakers(query: str, names: Iterable[tuple[str, str]]) -> set[str]:
     text = f" {' '.join(re.findall(r'[a-z0-9]+', normal(query)))} "
     return {speaker for name, speaker in names
             if f" {' '.join(re.findall(r'[a-z0-9]+', name))} " in text}
-
-
-def fuse(rankings: list[Hits], limit: int, k: int = RRF_K) -> Hits:
-    """Reciprocal rank fusion of several rankings of entries; scores are the fused ones."""
-    scores: dict[str, float] = {}
-    entries: dict[str, MemoryEntry] = {}
-    for ranking in rankings:
-        for rank, (entry, _) in enumerate(ranking):
-            scores[entry.id] = scores.get(entry.id, 0.0) + 1.0 / (k + rank + 1)
-            entries.setdefault(entry.id, entry)
-    best = sorted(scores, key=lambda i: -scores[i])[:limit]
-    return [(entries[i], scores[i]) for i in best]
 
 
 class SpeakerNames:

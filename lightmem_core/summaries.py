@@ -22,12 +22,11 @@ from lightmem_core.embedders.base import Embedder
 from lightmem_core.embedders.bm25 import BM25Encoder, SparseVec
 from lightmem_core.models import MemoryEntry, stable_id
 from lightmem_core.stores.base import MemoryStore, SearchStrategy
+from lightmem_core.stores.fusion import fuse
 from lightmem_core.stores.indexing import index_entries
 
 Hits = list[tuple[MemoryEntry, float]]
 SummaryRetrieval = Literal["summaries_first", "fused"]
-# Reciprocal rank fusion's constant, as Qdrant fuses hybrid search (``stores/edge.py`` RRF_K).
-RRF_K = 2
 
 
 def summary_id(user_id: str, topic_id: int) -> str:
@@ -50,18 +49,6 @@ def summary_records(entries: list[MemoryEntry]) -> list[MemoryEntry]:
             source_ids=sources, created_at=min(e.created_at for e in topic),
         ))
     return records
-
-
-def fuse(*ranked: Hits) -> Hits:
-    """Reciprocal rank fusion of ranked hit lists (an entry in several lists adds up)."""
-    scores: dict[str, float] = {}
-    entries: dict[str, MemoryEntry] = {}
-    for hits in ranked:
-        for rank, (entry, _) in enumerate(hits):
-            scores[entry.id] = scores.get(entry.id, 0.0) + 1.0 / (RRF_K + rank + 1)
-            entries.setdefault(entry.id, entry)
-    order = sorted(scores, key=lambda i: -scores[i])
-    return [(entries[i], scores[i]) for i in order]
 
 
 @dataclass(frozen=True)
@@ -99,7 +86,7 @@ class TopicSummaries:
             return within
         plain = entries.search(user_id, strategy, dense, sparse, limit, filters)
         if self.retrieval == "fused":
-            return fuse(within, plain)[:limit]
+            return fuse([within, plain], limit)
         taken = {e.id for e, _ in within}
         return within + [(e, s) for e, s in plain if e.id not in taken][: limit - len(within)]
 

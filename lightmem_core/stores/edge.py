@@ -33,11 +33,11 @@ from lightmem_core.errors import StoreError
 from lightmem_core.models import MemoryEntry
 from lightmem_core.stores.base import SearchStrategy, check_images
 from lightmem_core.stores.filters import build_filter, prefetch_limit
+from lightmem_core.stores.fusion import RRF_K
 from lightmem_core.stores.layout import DENSE, IMAGE, SPARSE, add_missing_indexes, create_shard, shard_dir
 from lightmem_core.stores.migrate import migrate_local_mode
 
 log = logging.getLogger(__name__)
-RRF_K = 2  # Qdrant's default constant for reciprocal rank fusion (the server and local mode use it too)
 _UPSERT_BATCH = 512
 _SCROLL_PAGE = 1024
 CONFIG_FILE = "edge_config.json"  # written by the engine beside its segments
