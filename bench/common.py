@@ -51,3 +51,12 @@ def locomo_questions(limit: int = 200) -> list[str]:
     for sample in json.loads(path.read_text(encoding="utf-8")):
         out.extend(q["question"] for q in sample["qa"])
     return out[:limit]
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of one process (its threads included), from /proc."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")

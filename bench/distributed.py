@@ -30,7 +30,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from bench.common import data_dir, percentile
+from bench.common import data_dir, percentile, process_cpu_seconds
 from producers.datasets import Conversation, add_conversation, load_locomo
 
 LLM_DELAY_S = 1.0
@@ -115,15 +115,6 @@ def _busy_seconds(metrics_port: int) -> float:
     return sum(float(v) for v in re.findall(r'^lightmem_stage_seconds_sum\{task="[^"]+"\} (\S+)$', text, re.M))
 
 
-def _cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of one process (its threads included), from /proc."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def _machine_busy() -> tuple[float, float]:
     """(busy, total) CPU seconds of the whole machine so far, all cores, from /proc/stat."""
     values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
@@ -134,10 +125,10 @@ def _machine_busy() -> tuple[float, float]:
 
 def _cpu_profile(procs: dict[str, Any]) -> dict[str, float]:
     """CPU seconds so far per kind of process (extract processes summed) and of this process."""
-    out: dict[str, float] = {"bench (producer, searcher)": _cpu_seconds(os.getpid())}
+    out: dict[str, float] = {"bench (producer, searcher)": process_cpu_seconds(os.getpid())}
     for name, proc in procs.items():
         kind = "extract" if name.startswith("extract") else name
-        out[kind] = out.get(kind, 0.0) + _cpu_seconds(proc.pid)
+        out[kind] = out.get(kind, 0.0) + process_cpu_seconds(proc.pid)
     return out
 
 

@@ -14,6 +14,7 @@ from typing import Any
 
 import yaml
 
+from bench.common import process_cpu_seconds
 from producers.datasets import Conversation, add_conversation
 
 EXTRACT_PROCESSES, EXTRACT_THREADS = 4, 8
@@ -87,20 +88,11 @@ def one_process(conversations: list[Conversation], workdir: Path, lingua: str,
     return {"wall_s": wall, "cpu_s": cpu, "entries": len(texts), "update_wall_s": update, "slowest": slowest}, texts
 
 
-def _proc_cpu_s(pid: int) -> float:
-    """User + system CPU seconds of one process (its threads included), from /proc."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def _cpu(cluster: Any) -> dict[str, float]:
     out = {"producer": time.process_time()}
     for name, proc in cluster.procs.items():
         kind = "extract" if name.startswith("extract") else name
-        out[kind] = out.get(kind, 0.0) + _proc_cpu_s(proc.pid)
+        out[kind] = out.get(kind, 0.0) + process_cpu_seconds(proc.pid)
     return out
 
 
