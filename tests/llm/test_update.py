@@ -64,6 +64,14 @@ def add(memory: LightMemory, text: str, day: int, user: str = "ann") -> None:
                       user_id=user, force_extract=True)
 
 
+def add_three_and_newer(memory: LightMemory) -> None:
+    """Paris, guitar and tea on days 1-3, then what Ann said later about each on days 10-12."""
+    for day, text in enumerate([PARIS, GUITAR, TEA], start=1):
+        add(memory, text, day)
+    for day, text in enumerate([NEWER[PARIS], NEWER[GUITAR], NEWER[TEA]], start=10):
+        add(memory, text, day)
+
+
 def by_text(memory: LightMemory, user: str = "ann") -> dict[str, Any]:
     return {e.memory: e for e in memory.get_all(user)}
 
@@ -75,10 +83,7 @@ def actions(memory: LightMemory, entry_id: str) -> list[str]:
 def test_offline_update_applies_update_delete_ignore(make_llm_memory: MakeMemory, llm_server: ScriptedLLMServer) -> None:
     llm_server.responder = decide
     memory = make_llm_memory()
-    for day, text in enumerate([PARIS, GUITAR, TEA], start=1):
-        add(memory, text, day)
-    for day, text in enumerate([NEWER[PARIS], NEWER[GUITAR], NEWER[TEA]], start=10):
-        add(memory, text, day)
+    add_three_and_newer(memory)
     before = by_text(memory)
     paris, guitar, tea = before[said(PARIS)], before[said(GUITAR)], before[said(TEA)]
     band = before[said(NEWER[GUITAR])]
@@ -243,10 +248,7 @@ def test_one_bad_decision_fails_alone_after_a_repair_turn(make_llm_memory: MakeM
 
     llm_server.responder = partly
     memory = make_llm_memory()
-    for day, text in enumerate([PARIS, GUITAR, TEA], start=1):
-        add(memory, text, day)
-    for day, text in enumerate([NEWER[PARIS], NEWER[GUITAR], NEWER[TEA]], start=10):
-        add(memory, text, day)
+    add_three_and_newer(memory)
     before = by_text(memory)
     guitar, paris, tea = before[said(GUITAR)], before[said(PARIS)], before[said(TEA)]
     memory.construct_update_queue_all_entries()
