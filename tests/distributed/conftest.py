@@ -51,7 +51,25 @@ class Cluster:
     def settings_with(self, **overrides: Any) -> Any:
         from workers.settings import DistributedSettings
 
-        return DistributedSettings(**{**self.settings.model_dump(exclude={"memory"}), **overrides})
+        with exact_environment(self.env):  # the memory settings come from the cluster's environment
+            settings = DistributedSettings(**{**self.settings.model_dump(exclude={"memory"}), **overrides})
+            _ = settings.memory_cfg  # parsed here: it reads the environment (an LLM key) once, when first used
+        return settings
+
+
+@contextmanager
+def exact_environment(env: dict[str, str]) -> Iterator[None]:
+    """``os.environ`` is exactly ``env`` inside, and what it was before afterwards. The settings of a cluster
+    are read inside it; a cluster that kept its environment while it runs would leak its LLM and store
+    settings into every later test of the session (a session-scoped cluster lives until the end)."""
+    saved = dict(os.environ)
+    os.environ.clear()
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
 
 
 def _cluster_env(workdir: Path) -> dict[str, str]:
@@ -138,10 +156,9 @@ def running_cluster(procs: LocalCluster, tag: str = "", env: dict[str, str] | No
                     "LIGHTMEM_MEMORY__EMBEDDING_RETRIEVER__CONFIGS__PATH": str(workdir / "qdrant"),
                     **{f"LIGHTMEM_QUEUE_{role.upper()}": f"{tag}.{role}" for role in ROLES}})
     full_env = {**procs.env, **own}
-    saved = dict(os.environ)
-    os.environ.clear()  # exactly the workers' settings: none left over from a cluster started before
-    os.environ.update(full_env)
-    settings = DistributedSettings()
+    with exact_environment(full_env):  # exactly the workers' settings: none from the test process
+        settings = DistributedSettings()
+        _ = settings.memory_cfg  # parsed here: it reads the environment once, when first used
     names = {role: f"{tag}-{role}" if tag else role for role in ROLES}
     metrics_ports = {role: free_port() for role in ROLES}
     commands = {role: (process_argv(role, settings, name=names[role], concurrency=4 if role == "extract" else None),
@@ -163,8 +180,6 @@ def running_cluster(procs: LocalCluster, tag: str = "", env: dict[str, str] | No
         producer.close()
         for name in [*names.values(), f"{tag}-beat"]:
             procs.stop_process(name)
-        os.environ.clear()
-        os.environ.update(saved)
 
 
 @pytest.fixture(scope="session")
