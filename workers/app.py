@@ -77,10 +77,13 @@ def make_app(settings: DistributedSettings) -> Celery:
         task_time_limit=settings.task_time_limit_s,
         task_soft_time_limit=settings.task_soft_time_limit_s,
         # A dead worker's messages go back to their queues after the visibility timeout; every worker
-        # looks for them each sixth of it (live workers keep theirs fresh: workers.transport).
+        # looks for them each sixth of it (live workers keep theirs fresh: workers.transport). The look
+        # holds a mutex in Redis for milliseconds; kombu lets it expire after 5 minutes, so a worker
+        # killed or stopped while holding it kept every killed worker's messages away that long.
         broker_transport_options={"visibility_timeout": settings.visibility_timeout_s,
                                   "unacked_restore_interval": max(1, settings.visibility_timeout_s // 6),
-                                  "unacked_restore_throttle": 1, **timeouts},
+                                  "unacked_restore_throttle": 1,
+                                  "unacked_mutex_expire": max(2, settings.visibility_timeout_s // 6), **timeouts},
         result_backend_transport_options={"visibility_timeout": settings.visibility_timeout_s},
         redis_socket_connect_timeout=settings.redis_connect_timeout_s,
         redis_socket_timeout=settings.redis_socket_timeout_s,

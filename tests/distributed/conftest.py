@@ -182,6 +182,21 @@ def running_cluster(procs: LocalCluster, tag: str = "", env: dict[str, str] | No
             procs.stop_process(name)
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """A failed test on a cluster shows the end of each of its workers' logs: a timeout alone does not
+    say which worker stalled (CI keeps nothing but the output)."""
+    outcome: Any = yield
+    report = outcome.get_result()
+    if report.when != "call" or not report.failed:
+        return
+    for value in getattr(item, "funcargs", {}).values():
+        if isinstance(value, Cluster):
+            for role, name in value.names.items():
+                report.sections.append((f"{role} worker log ({name}), last 2,000 characters",
+                                        value.procs.log(name)[-2000:]))
+
+
 @pytest.fixture(scope="session")
 def cluster(redis_cluster: LocalCluster) -> Iterator[Cluster]:
     """One worker process per queue on the embedded default with LLM extraction, shared by the session's tests."""

@@ -56,3 +56,40 @@ def test_workers_run_at_a_lower_cpu_priority(cluster: Cluster) -> None:
     for role in ("compress", "extract", "store", "update"):
         pid = cluster.procs.procs[role].pid
         assert os.getpriority(os.PRIO_PROCESS, pid) == min(19, base + cluster.settings.worker_nice)
+
+
+def test_a_scanner_that_dies_holding_the_restore_mutex_delays_redelivery_by_seconds(redis_cluster: LocalCluster) -> None:
+    """Every worker's periodic scan holds kombu's ``unacked_mutex`` in Redis for a moment. A worker killed
+    (or SIGSTOPped) inside that moment left it held for kombu's default 5 minutes, and no dead worker's
+    message came back meanwhile; the workers' app lets it expire after a sixth of the visibility timeout."""
+    from workers.app import make_app
+    from workers.settings import DistributedSettings
+
+    app = make_app(DistributedSettings(redis_url=redis_cluster.redis_url, visibility_timeout_s=4))
+    name = f"mutex.{time.time_ns()}"
+    queue = Queue(name, Exchange(name, type="direct"), routing_key=name)
+    client = redis.Redis.from_url(redis_cluster.redis_url)
+    with app.connection_for_write() as producer_conn:
+        producer_conn.Producer().publish({"n": 1}, exchange=queue.exchange, routing_key=name, declare=[queue])
+    consumer = app.connection_for_write()
+    channel = consumer.channel()
+    assert queue(channel).get(no_ack=False) is not None
+    channel.qos._closed.set()  # the consumer dies: its message ages past the visibility timeout
+    time.sleep(4 + 1)
+    with app.connection_for_write() as other:
+        qos = other.channel().qos
+        expire = qos.unacked_mutex_expire
+        assert expire <= 4, "kombu's default: a dead scanner blocks redelivery for minutes"
+        dead_scanner = client.lock(qos.unacked_mutex_key, timeout=expire)
+        deadline = time.monotonic() + 30
+        while not dead_scanner.acquire(blocking=False):  # other clusters' workers scan now and then
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        qos.restore_visible(num=100, interval=1)
+        assert client.llen(name) == 0, "restored while the mutex was held"
+        time.sleep(expire + 0.5)  # the holder never releases it: it died
+        qos.restore_visible(num=100, interval=1)
+    assert client.llen(name) == 1
+    consumer.release()
+    client.delete(name)
+    client.close()
