@@ -2,7 +2,7 @@
 the thresholds around the chosen values, each scored like ``lightmem eval`` (``--systems default``).
 
     python -m bench.retrieval_ablation [--data ../shared/data/locomo10.json --format locomo]
-        [--variants steps,context,rate] [--results-dir results/eval/ablation]
+        [--variants steps,context,rate,plain] [--raw-hybrid] [--results-dir results/eval/ablation]
 
 Every variant is ``configs/default.yaml`` with a few keys changed (``VARIANTS``; the default itself is
 step 5, so the sweeps list only the values around it), run on the same data with one shared embedder; one Markdown table per group goes to stdout and ``<results-dir>/ablation.md``.
@@ -43,6 +43,8 @@ VARIANTS: list[tuple[str, str, dict[tuple[str, ...], Any]]] = [
     ("rate", "rate 0.4", {RATE: 0.4}),
     ("rate", "rate 0.5", {RATE: 0.5}),
     ("rate", "rate 0.55", {RATE: 0.55}),
+    ("plain", "default", {}),
+    ("plain", "+ plain vector of the message alone", {("index_plain_vector",): True}),
 ]
 
 
@@ -56,14 +58,13 @@ def variant_config(changes: dict[tuple[str, ...], Any]) -> dict[str, Any]:
     return data
 
 
-def header(report: dict[str, Any]) -> str:
-    cats = sorted(report["systems"][0]["metrics_by_category"])
+def header(system: dict[str, Any]) -> str:
+    cats = sorted(system["metrics_by_category"])
     return ("| variant | recall@1 | recall@5 | recall@10 | recall@20 | "
             + "".join(f"r@10 cat {c} | " for c in cats) + "stored tokens | returned tokens (top 10) | p50 ms | p95 ms |")
 
 
-def row(label: str, report: dict[str, Any]) -> str:
-    s = report["systems"][0]
+def row(label: str, s: dict[str, Any]) -> str:
     m, c, by = s["metrics"], s["cost"], s["metrics_by_category"]
     cats = " | ".join(f"{100 * by[k]['recall@10']:.1f}" for k in sorted(by))
     return (f"| {label} | {100 * m['recall@1']:.1f} | {100 * m['recall@5']:.1f} | {100 * m['recall@10']:.1f} | "
@@ -77,6 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--format", choices=("locomo", "longmemeval"), default="locomo", help="dataset format")
     parser.add_argument("--variants", default="steps,context,rate", help="groups to run (steps, context, rate)")
     parser.add_argument("--only", default="", help="run only the variants whose label starts with one of these (comma list)")
+    parser.add_argument("--raw-hybrid", action="store_true", help="also score raw-hybrid (with the first variant)")
     parser.add_argument("--results-dir", type=Path, default=Path("results/eval/ablation"), help="where results go")
     args = parser.parse_args(argv)
     import torch
@@ -92,13 +94,15 @@ def main(argv: list[str] | None = None) -> int:
     head = ""
     lines: dict[str, list[str]] = {}
     for n, (group, label, changes) in enumerate(chosen):
+        systems = ("default", "raw-hybrid") if args.raw_hybrid and n == 0 else ("default",)
         run = EvalRun(dataset=args.format, config=parse_config(variant_config(changes)),
                       results_dir=args.results_dir / f"{group}-{n}", options=EvalOptions(progress=False, categories=cats),
-                      systems=("default",), data_path=str(args.data), command=f"bench.retrieval_ablation: {label}")
+                      systems=systems, data_path=str(args.data), command=f"bench.retrieval_ablation: {label}")
         report = evaluate(conversations, run, embedder=embedder)
-        head = head or header(report)
-        lines.setdefault(group, []).append(row(label, report))
-        print(lines[group][-1], flush=True)
+        head = head or header(report["systems"][0])
+        for system in report["systems"]:
+            lines.setdefault(group, []).append(row(label if system["name"] == "default" else system["name"], system))
+            print(lines[group][-1], flush=True)
     out = []
     for group, rows in lines.items():
         out += [f"### {group}", "", head, "|" + "---|" * (head.count("|") - 1), *rows, ""]

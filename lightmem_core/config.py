@@ -337,8 +337,11 @@ class BaseMemoryConfigs(_Strict):
     # rather than the compressed one that is returned; the dense vector also reads up to
     # ``index_context_turns`` previous turns of the entry's topic segment; a query that names one
     # speaker (or a name they introduced themselves with) also searches that speaker's entries.
+    # ``index_plain_vector``: a second dense vector of the message alone, fused in hybrid search beside
+    # the contextual one, so a fact among unrelated turns is still found by its own words.
     index_original: bool = False
     index_context_turns: int = Field(0, ge=0, le=16)
+    index_plain_vector: bool = False
     speaker_match: bool = False
     version: Literal["v1.1"] = "v1.1"
     logging: LoggingConfig | None = None

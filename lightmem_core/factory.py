@@ -98,9 +98,9 @@ def build_store(config: BaseMemoryConfigs, dims: int, image_dims: int | None = N
     collection = opts.collection_name if opts else "lightmem"
     if opts is not None and opts.url:
         return QdrantStore(collection=collection, dims=dims, url=opts.url, api_key=opts.api_key, on_disk=opts.on_disk,
-                           timeout_s=opts.timeout_s, image_dims=image_dims)
+                           timeout_s=opts.timeout_s, image_dims=image_dims, plain_vector=config.index_plain_vector)
     return EdgeStore(collection=collection, dims=dims, path=_entries_path(config), on_disk=opts.on_disk if opts else False,
-                     image_dims=image_dims)
+                     image_dims=image_dims, plain_vector=config.index_plain_vector)
 
 
 def _entries_path(config: BaseMemoryConfigs) -> str:

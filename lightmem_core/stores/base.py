@@ -15,10 +15,16 @@ SearchStrategy = Literal["embedding", "context", "hybrid"]
 class MemoryStore(Protocol):
     """Persistent entries; every read and delete is filtered by ``user_id``."""
 
+    # Whether entries get the ``plain`` vector (``index_plain_vector``, and the collection has it): hybrid
+    # search then fuses it as a third list, with the same query vector as ``dense``.
+    plain_vector: bool
+
     def upsert(
         self, entries: list[MemoryEntry], dense: list[list[float]] | None, sparse: list[SparseVec] | None,
-        images: list[list[float]] | None = None,
-    ) -> None: ...
+        images: list[list[float]] | None = None, plain: list[list[float]] | None = None,
+    ) -> None:
+        """Write entries with their vectors; with ``plain_vector``, ``plain`` (default: ``dense``) too."""
+        ...
 
     def get(self, entry_ids: list[str]) -> list[MemoryEntry]: ...
 
@@ -63,3 +69,23 @@ def check_images(entries: list[MemoryEntry], images: list[list[float]] | None, i
         raise StoreError(f"{len(entries)} entries but {len(images)} image vectors")
     if any(len(v) != image_dims for v in images):
         raise StoreError(f"an image vector's size is not the collection's {image_dims}")
+
+
+def checked_plain(entries: list[MemoryEntry], dense: list[list[float]] | None, plain: list[list[float]] | None,
+                  dims: int) -> list[list[float]] | None:
+    """The ``plain`` vectors to write: ``plain``, else ``dense`` (an entry whose dense text has no context,
+    such as an LLM fact or an updated entry, is ranked by the same vector in both lists, so fusion does not
+    favour entries that have two)."""
+    chosen = plain if plain is not None else dense
+    if chosen is None:
+        return None
+    if len(chosen) != len(entries):
+        raise StoreError(f"{len(entries)} entries but {len(chosen)} plain vectors")
+    if any(len(v) != dims for v in chosen):
+        raise StoreError(f"a plain vector's size is not the collection's {dims}")
+    return chosen
+
+
+def missing_plain_warning(collection: str) -> str:
+    return (f"collection {collection!r} was made without the 'plain' vector (before index_plain_vector): searches "
+            "fuse dense and BM25 only; rebuild it to get the plain vector (docs/configuration.md)")

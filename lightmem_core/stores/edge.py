@@ -3,7 +3,9 @@
 The same layout as a Qdrant server collection (``lightmem_core/stores/qdrant.py``): a named dense vector
 ``dense`` (cosine) sized from the embedder, a sparse ``bm25`` vector with the IDF modifier, keyword and
 float payload indexes on the user and the times, the entries' deterministic ids as point ids. Hybrid
-search is Qdrant's prefetch + RRF fusion, run inside the engine. With ``image_dims`` (``multimodal_embedder``)
+search is Qdrant's prefetch + RRF fusion, run inside the engine; with ``plain_vector`` (``index_plain_vector``)
+a second dense vector ``plain`` of the message alone is one more prefetch list (a folder made without it is
+searched without it). With ``image_dims`` (``multimodal_embedder``)
 the shard also has the ``image`` vector, which image entries carry and ``search_images`` searches.
 
 A folder written by the previous version (qdrant-client's
@@ -31,10 +33,18 @@ from qdrant_client import models
 from lightmem_core.embedders.bm25 import SparseVec
 from lightmem_core.errors import StoreError
 from lightmem_core.models import MemoryEntry
-from lightmem_core.stores.base import SearchStrategy, check_images
+from lightmem_core.stores.base import SearchStrategy, check_images, checked_plain, missing_plain_warning
 from lightmem_core.stores.filters import build_filter, prefetch_limit
 from lightmem_core.stores.fusion import RRF_K
-from lightmem_core.stores.layout import DENSE, IMAGE, SPARSE, add_missing_indexes, create_shard, shard_dir
+from lightmem_core.stores.layout import (
+    DENSE,
+    IMAGE,
+    PLAIN,
+    SPARSE,
+    add_missing_indexes,
+    create_shard,
+    shard_dir,
+)
 from lightmem_core.stores.migrate import migrate_local_mode
 
 log = logging.getLogger(__name__)
@@ -44,10 +54,12 @@ CONFIG_FILE = "edge_config.json"  # written by the engine beside its segments
 
 
 def edge_point(entry: MemoryEntry, dense: list[float] | None, sparse: SparseVec | None,
-               image: list[float] | None = None) -> edge.Point:
+               image: list[float] | None = None, plain: list[float] | None = None) -> edge.Point:
     vector: dict[str, Any] = {}
     if dense is not None:
         vector[DENSE] = [float(x) for x in dense]
+    if plain is not None:
+        vector[PLAIN] = [float(x) for x in plain]
     if image is not None:
         vector[IMAGE] = [float(x) for x in image]
     if sparse is not None:
@@ -84,10 +96,11 @@ class EdgeStore:
     is_server = False
 
     def __init__(self, collection: str, dims: int, path: str | None = None, on_disk: bool = False,
-                 image_dims: int | None = None) -> None:
+                 image_dims: int | None = None, plain_vector: bool = False) -> None:
         self.collection = collection
         self.dims = dims
         self.image_dims = image_dims
+        self.plain_vector = plain_vector  # off below when an older folder lacks the vector
         self._on_disk = on_disk
         self._scratch: tempfile.TemporaryDirectory[str] | None = None
         if not path or path == ":memory:":  # no folder asked for: a scratch one that goes away on close
@@ -108,10 +121,13 @@ class EdgeStore:
     def _open(self) -> edge.EdgeShard:
         try:
             if (self.folder / CONFIG_FILE).exists():
-                self._check_dims()
+                vectors = self._check_dims()
+                if self.plain_vector and PLAIN not in vectors:
+                    log.warning(missing_plain_warning(self.collection))
+                    self.plain_vector = False
                 return add_missing_indexes(edge.EdgeShard.load(str(self.folder)))
             self.folder.mkdir(parents=True, exist_ok=True)
-            shard = create_shard(self.folder, self.dims, self._on_disk, self.image_dims)
+            shard = create_shard(self.folder, self.dims, self._on_disk, self.image_dims, self.plain_vector)
             log.info("created Qdrant Edge shard %s (%d dims)", self.folder, self.dims)
             return shard
         except StoreError:
@@ -120,7 +136,8 @@ class EdgeStore:
             why = "another process has it open (one process per folder)" if "WouldBlock" in str(exc) else str(exc)
             raise StoreError(f"cannot open the embedded store at {self.folder}: {why}") from exc
 
-    def _check_dims(self) -> None:
+    def _check_dims(self) -> dict[str, Any]:
+        """The folder's named vectors, after checking their sizes against the embedders'."""
         try:
             vectors: Any = json.loads((self.folder / CONFIG_FILE).read_text())["vectors"]
             have: Any = vectors[DENSE]["size"]
@@ -134,10 +151,11 @@ class EdgeStore:
                 raise StoreError(f"collection {self.collection!r} has image size {image}, the multimodal embedder gives "
                                  f"{self.image_dims} (a collection made without multimodal_embedder needs a new "
                                  "collection_name)")
+        return vectors if isinstance(vectors, dict) else {}
 
     # --- writes -----------------------------------------------------------------------------------
     def upsert(self, entries: list[MemoryEntry], dense: list[list[float]] | None, sparse: list[SparseVec] | None,
-               images: list[list[float]] | None = None) -> None:
+               images: list[list[float]] | None = None, plain: list[list[float]] | None = None) -> None:
         if dense is not None and len(dense) != len(entries):
             raise StoreError(f"{len(entries)} entries but {len(dense)} dense vectors")
         if sparse is not None and len(sparse) != len(entries):
@@ -145,8 +163,9 @@ class EdgeStore:
         if dense is not None and any(len(v) != self.dims for v in dense):
             raise StoreError(f"a dense vector's size is not the collection's {self.dims}")
         check_images(entries, images, self.image_dims)
+        plain = checked_plain(entries, dense, plain, self.dims) if self.plain_vector else None
         points = [edge_point(e, dense[i] if dense is not None else None, sparse[i] if sparse is not None else None,
-                             images[i] if images is not None else None)
+                             images[i] if images is not None else None, plain[i] if plain is not None else None)
                   for i, e in enumerate(entries)]
         with self._write_lock:
             for start in range(0, len(points), _UPSERT_BATCH):
@@ -230,6 +249,9 @@ class EdgeStore:
             prefetches = []
             if dense is not None:
                 prefetches.append(edge.Prefetch(limit=prefetch_limit(limit), query=edge.Query.Nearest(dense, using=DENSE), filter=flt))
+                if self.plain_vector:  # the same query vector against the message alone
+                    prefetches.append(edge.Prefetch(limit=prefetch_limit(limit), query=edge.Query.Nearest(dense, using=PLAIN),
+                                                    filter=flt))
             if sparse_q is not None:
                 prefetches.append(edge.Prefetch(limit=prefetch_limit(limit), query=edge.Query.Nearest(sparse_q, using=SPARSE), filter=flt))
             if not prefetches:

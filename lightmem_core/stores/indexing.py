@@ -1,4 +1,5 @@
 """Indexing: embed entries (batched) and upsert them with the vectors the index strategy asks for; with
+``index_plain_vector``, the ``plain`` vector of the message alone beside the contextual ``dense`` one; with
 ``multimodal_embedder``, the image entries of a batch's messages with their ``image`` vectors."""
 
 from __future__ import annotations
@@ -26,12 +27,36 @@ def index_entries(
     one image vector per entry, when given)."""
     if not entries:
         return
-    dense = embedder.embed([e.embed_text or e.memory for e in entries]) if embedder is not None else None
+    dense, plain = dense_vectors(entries, embedder, store.plain_vector)
     sparse = [bm25.encode_document(e.match_text or e.memory) for e in entries] if bm25 is not None else None
-    if images is None:
+    if images is None and plain is None:
         store.upsert(entries, dense, sparse)
     else:
-        store.upsert(entries, dense, sparse, images)
+        store.upsert(entries, dense, sparse, images, plain)
+
+
+def plain_text(entry: MemoryEntry) -> str:
+    """The message alone: BM25's text (the original message with its speaker) or the entry's own, which is
+    what ``embed_text`` would be without context turns."""
+    return entry.match_text or entry.memory
+
+
+def dense_vectors(entries: list[MemoryEntry], embedder: Embedder | None,
+                  with_plain: bool) -> tuple[list[list[float]] | None, list[list[float]] | None]:
+    """The ``dense`` vectors (``embed_text``: with context) and, when ``with_plain``, the ``plain`` ones, in one
+    embedding call that embeds a plain text only where it differs from the dense one."""
+    if embedder is None:
+        return None, None
+    texts = [e.embed_text or e.memory for e in entries]
+    differ = [i for i, e in enumerate(entries) if plain_text(e) != texts[i]] if with_plain else []
+    vectors = embedder.embed(texts + [plain_text(entries[i]) for i in differ])
+    dense = vectors[: len(entries)]
+    if not with_plain:
+        return dense, None
+    plain = list(dense)
+    for k, i in enumerate(differ):
+        plain[i] = vectors[len(entries) + k]
+    return dense, plain
 
 
 def image_entries(segments: list[TopicSegment], roles: AbstractSet[str]) -> list[tuple[MemoryEntry, str | None]]:

@@ -2,7 +2,8 @@
 
 One collection per memory space with a named dense vector (``dense``, cosine) sized from the embedder
 and a sparse BM25 vector (``bm25``) with Qdrant's IDF modifier, and payload indexes on the user and the
-times (with ``image_dims``, the ``image`` vector of image entries too). Points are keyed by the entries' deterministic ids, so every upsert is idempotent. Any number of
+times (with ``image_dims``, the ``image`` vector of image entries too; with ``plain_vector``, a second dense
+vector ``plain`` of the message alone, fused as a third list in hybrid search). Points are keyed by the entries' deterministic ids, so every upsert is idempotent. Any number of
 processes on any number of hosts use one server.
 
 qdrant-client's local mode (``path`` or ``:memory:``) speaks the same API without a server. It is no
@@ -22,9 +23,9 @@ from qdrant_client import QdrantClient, models
 from lightmem_core.embedders.bm25 import SparseVec
 from lightmem_core.errors import StoreError
 from lightmem_core.models import MemoryEntry
-from lightmem_core.stores.base import SearchStrategy, check_images
+from lightmem_core.stores.base import SearchStrategy, check_images, checked_plain, missing_plain_warning
 from lightmem_core.stores.filters import build_filter, prefetch_limit, user_condition
-from lightmem_core.stores.layout import DENSE, IMAGE, SPARSE
+from lightmem_core.stores.layout import DENSE, IMAGE, PLAIN, SPARSE
 
 log = logging.getLogger(__name__)
 _UPSERT_BATCH = 256
@@ -44,10 +45,12 @@ class QdrantStore:
         on_disk: bool = False,
         timeout_s: float = 10.0,
         image_dims: int | None = None,
+        plain_vector: bool = False,
     ) -> None:
         self.collection = collection
         self.dims = dims
         self.image_dims = image_dims
+        self.plain_vector = plain_vector  # off below when an older collection lacks the vector
         self.is_server = url is not None
         try:
             if url is not None:
@@ -64,9 +67,13 @@ class QdrantStore:
     def _ensure_collection(self) -> None:
         with self._lock:
             if self._client.collection_exists(self.collection):
-                self._check_dims()
+                if self._check_dims() is None and self.plain_vector:
+                    log.warning(missing_plain_warning(self.collection))
+                    self.plain_vector = False
                 return
             vectors = {DENSE: models.VectorParams(size=self.dims, distance=models.Distance.COSINE, on_disk=self._on_disk)}
+            if self.plain_vector:
+                vectors[PLAIN] = models.VectorParams(size=self.dims, distance=models.Distance.COSINE, on_disk=self._on_disk)
             if self.image_dims is not None:
                 vectors[IMAGE] = models.VectorParams(size=self.image_dims, distance=models.Distance.COSINE,
                                                      on_disk=self._on_disk)
@@ -82,7 +89,8 @@ class QdrantStore:
                     self._client.create_payload_index(self.collection, field, models.PayloadSchemaType.FLOAT)
             log.info("created Qdrant collection %s (%d dims)", self.collection, self.dims)
 
-    def _check_dims(self) -> None:
+    def _check_dims(self) -> models.VectorParams | None:
+        """The collection's ``plain`` vector (``None``: it has none), after checking the sizes."""
         info = self._client.get_collection(self.collection)
         vectors = info.config.params.vectors
         existing = vectors.get(DENSE) if isinstance(vectors, dict) else None
@@ -94,11 +102,13 @@ class QdrantStore:
             found = image.size if image is not None else "no 'image' vector"
             raise StoreError(f"collection {self.collection!r} has image size {found}, the multimodal embedder gives "
                              f"{self.image_dims} (a collection made without multimodal_embedder needs a new collection_name)")
+        return vectors.get(PLAIN) if isinstance(vectors, dict) else None
 
     # --- writes -----------------------------------------------------------------------------------
     def upsert(self, entries: list[MemoryEntry], dense: list[list[float]] | None, sparse: list[SparseVec] | None,
-               images: list[list[float]] | None = None) -> None:
+               images: list[list[float]] | None = None, plain: list[list[float]] | None = None) -> None:
         check_images(entries, images, self.image_dims)
+        plain = checked_plain(entries, dense, plain, self.dims) if self.plain_vector else None
         if dense is not None and len(dense) != len(entries):
             raise StoreError(f"{len(entries)} entries but {len(dense)} dense vectors")
         if sparse is not None and len(sparse) != len(entries):
@@ -108,6 +118,8 @@ class QdrantStore:
             vector: dict[str, Any] = {}
             if dense is not None:
                 vector[DENSE] = dense[i]
+            if plain is not None:
+                vector[PLAIN] = plain[i]
             if sparse is not None:
                 vector[SPARSE] = models.SparseVector(indices=sparse[i].indices, values=sparse[i].values)
             if images is not None:
@@ -201,6 +213,8 @@ class QdrantStore:
             else:
                 # Reciprocal rank fusion of both candidate lists, computed inside Qdrant.
                 prefetch = [models.Prefetch(query=dense, using=DENSE, filter=flt, limit=prefetch_limit(limit))] if dense is not None else []
+                if dense is not None and self.plain_vector:  # the same query vector against the message alone
+                    prefetch.append(models.Prefetch(query=dense, using=PLAIN, filter=flt, limit=prefetch_limit(limit)))
                 if sparse_q is not None and sparse_q.indices:
                     prefetch.append(models.Prefetch(query=sparse_q, using=SPARSE, filter=flt, limit=prefetch_limit(limit)))
                 if not prefetch:

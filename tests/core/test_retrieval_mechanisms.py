@@ -68,6 +68,25 @@ def test_a_short_reply_is_found_through_the_turns_before_it(make_memory, tmp_pat
     assert ranks[2] < ranks[0]
 
 
+def test_a_fact_among_small_talk_is_found_first_by_its_plain_vector(make_memory, tmp_path) -> None:
+    """The turn after a fact carries it as context, and the fact's own contextual vector is diluted by the
+    small talk before it: without the plain vector the next turn comes first for a question about it."""
+    turns = [("Ann", "Did you catch the game last night? What a finish!"),
+             ("Tom", "I did, that last minute goal was unbelievable."),
+             ("Ann", "The crowd went wild, I could hear them from my street."),
+             ("Tom", "My cousin is allergic to peanuts, so we carry an epinephrine pen everywhere."),
+             ("Ann", "Anyway, are you going to the stadium next week?"),
+             ("Tom", "Probably, if the weather holds up and the tickets are not too pricey.")]
+    first = {}
+    for plain in (False, True):
+        memory = make_memory(**_own_folder(tmp_path, str(plain)), index_original=True, index_context_turns=2,
+                             index_plain_vector=plain, retrieve_strategy="hybrid")
+        _add(memory, "u", "s1", turns)
+        first[plain] = memory.retrieve("Who has a food allergy?", limit=3, user_id="u")[0].memory
+    assert first[True] == f"Tom: {turns[3][1]}"
+    assert first[False] == f"Ann: {turns[4][1]}"  # the fact only as context
+
+
 def test_names_and_self_introduced_aliases() -> None:
     intro = Message(id="a", user_id="u", session_id="s", turn_index=0, role="user", speaker="Anna Lee",
                     content="Hi, my name is Annabelle, but call me Belle. Call me tomorrow!", time_stamp="2025-03-02")

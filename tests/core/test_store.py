@@ -27,8 +27,9 @@ def _entry(user: str, text: str, day: int) -> MemoryEntry:
 ENGINES = ("edge", "qdrant-api")
 
 
-def _open(engine: str, path: str, dims: int = EMB.dims) -> MemoryStore:
-    return EdgeStore("c", dims, path=path) if engine == "edge" else QdrantStore("c", dims, path=path)
+def _open(engine: str, path: str, dims: int = EMB.dims, plain: bool = False) -> MemoryStore:
+    return (EdgeStore("c", dims, path=path, plain_vector=plain) if engine == "edge"
+            else QdrantStore("c", dims, path=path, plain_vector=plain))
 
 
 def _put(store: MemoryStore, entries: list[MemoryEntry]) -> None:
@@ -188,6 +189,49 @@ def test_both_engines_return_the_same_ids_and_scores(tmp_path: Path) -> None:
     assert stores["edge"].count("alice") == stores["qdrant-api"].count("alice") == 105  # 106, one deleted
     for s in stores.values():
         s.close()
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_the_plain_vector_is_one_more_hybrid_list_and_a_collection_without_it_still_works(
+        engine: str, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Twelve entries near the query by their dense vector, one far by it but equal to the query by its plain
+    vector: fused (1 / (2 + rank from 0)), the plain list lifts it from 13th to 3rd (1/2 + 1/14, between the
+    2nd near one's 1/3 + 1/4 and the 3rd's 1/4 + 1/5). A collection made without the plain vector, opened
+    with it asked for, searches without it."""
+    import math
+    import random
+
+    rng = random.Random(5)
+    query = _vec("query")
+    near = [[q + 0.5 * rng.gauss(0, 1) for q in query] for _ in range(12)]
+    fillers = [_entry("alice", f"small talk {i}", 1 + i) for i in range(12)]
+    lone = _entry("alice", "the lone fact", 20)
+    unit = math.sqrt(sum(q * q for q in query))
+    assert min(sum(a * b for a, b in zip(v, query, strict=True)) / unit / math.sqrt(sum(a * a for a in v))
+               for v in near) > 0.5  # near indeed: every filler beats the lone fact's random dense vector
+
+    def fill(store: MemoryStore) -> None:
+        store.upsert(fillers, near, None)  # no plain vectors given: the dense ones are written as plain
+        store.upsert([lone], [_vec("far")], None, plain=[query])
+
+    def top3(store: MemoryStore) -> list[str]:
+        return [e.memory for e, _ in store.search("alice", "hybrid", query, None, 3)]
+
+    older = _open(engine, str(tmp_path / "older"))
+    fill(older)
+    older.close()
+    with caplog.at_level("WARNING"):
+        reopened = _open(engine, str(tmp_path / "older"), plain=True)
+    assert reopened.plain_vector is False and "without the 'plain' vector" in caplog.text
+    without = top3(reopened)
+    assert len(without) == 3 and "the lone fact" not in without  # dense and BM25 only
+    fill(reopened)  # writes too: the plain vectors are left out
+    reopened.close()
+    with_plain = _open(engine, str(tmp_path / "new"), plain=True)
+    fill(with_plain)
+    assert with_plain.plain_vector is True and top3(with_plain)[2] == "the lone fact"
+    assert [e.memory for e, _ in with_plain.search("alice", "embedding", query, None, 3)] == without  # cosine only
+    with_plain.close()
 
 
 def _ids(hits: list[tuple[MemoryEntry, float]]) -> list[frozenset[str] | int]:
