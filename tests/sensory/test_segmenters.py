@@ -54,6 +54,41 @@ def test_shared_mode_reuses_the_compressors_forward_pass(minilm_embedder: Any, a
     assert found and all(abs(turn_of(messages, b) - 10) <= 1 for b in found), found
 
 
+def test_shared_mode_reads_a_session_that_spans_several_windows_without_a_pass_of_its_own(
+        minilm_embedder: Any, lingua_path: str) -> None:
+    """Where the compressor's windows end inside a session, its pass has no attention between the two
+    texts; a pass of the segmenter's own would end its windows at the same places. Before, one such gap
+    made the segmenter run the model over the whole session again (half the CPU of LightMem's recipe)."""
+    from lightmem_core.sensory.compressors.lingua_scorer import LinguaScorer
+
+    scorer = LinguaScorer(lingua_path, device="cpu", attention=True)
+    scorer.body = 48  # a few turns per window, as a long session fills the model's 512 tokens
+    messages = as_messages(conversation(), session_id="long")
+    users = [m.content for m in messages if m.role == "user"]
+    LLMLingua2Compressor(scorer, rate=0.5, shared_layers=LAYERS).compress(users, ["u1/long"] * len(users))
+    segmenter = LLMLingua2Segmenter(scorer, EmbeddingSegmenter(minilm_embedder), LAYERS, shared=True)
+    found = segmenter.boundaries(messages)
+    assert segmenter.model_passes == 0
+    recalled = scorer.recall(users)
+    _, fresh = scorer.score_packed(users, [""] * len(users), LAYERS)  # what a pass of its own gives
+    assert recalled is not None and sum(v is None for v in fresh) > 1  # the windows did split the session
+    assert [v is None for v in recalled] == [v is None for v in fresh]
+    assert [v for v in recalled if v is not None] == pytest.approx([v for v in fresh if v is not None], abs=1e-5)
+    assert found and all(abs(turn_of(messages, b) - 10) <= 1 for b in found), found
+    assert scorer.recall([users[0], "never scored next to it"]) is None  # unseen neighbours: a pass is needed
+
+
+def test_a_turn_cut_again_is_not_embedded_again(minilm_embedder: Any) -> None:
+    """The sensory buffer keeps the last topic after a cut and cuts it again with the next messages: its
+    turns are embedded once, and the boundaries are those of a segmenter that embeds everything afresh."""
+    messages = as_messages(conversation())
+    segmenter = EmbeddingSegmenter(minilm_embedder)
+    segmenter.boundaries(messages[:14])  # the first seven turns
+    found = segmenter.boundaries(messages)  # the buffer again, with thirteen more turns
+    assert segmenter.embedded == len(turn_starts(messages)) == 20
+    assert found == EmbeddingSegmenter(minilm_embedder).boundaries(messages)
+
+
 def test_turns_do_not_assume_alternation() -> None:
     roles = ["system", "user", "user", "assistant", "tool", "assistant", "user"]
     messages = [

@@ -27,6 +27,7 @@ from lightmem_core.sensory.compressors.batching import batch_token_cap, length_b
 from lightmem_core.sensory.compressors.selection import Word
 
 log = logging.getLogger(__name__)
+_UNSEEN = object()  # a pair of neighbours no packed pass held
 
 
 @dataclass(frozen=True)
@@ -69,7 +70,10 @@ class LinguaScorer:
         self.body = limit - 2  # room for [CLS] and [SEP]
         self.num_layers = int(model.config.num_hidden_layers)
         self._lock = threading.Lock()
-        self._memo: OrderedDict[tuple[str, str], float] = OrderedDict()
+        # (previous text, text) -> the attention text paid to previous in the last packed pass that held
+        # both as neighbours of one group; None where a window ended between them (a fresh pass over the
+        # same texts would not have it either).
+        self._memo: OrderedDict[tuple[str, str], float | None] = OrderedDict()
         self.memo_size = 50_000
 
     def encode(self, texts: list[str]) -> list[Encoded]:
@@ -110,19 +114,27 @@ class LinguaScorer:
         windows = pack(encoded, groups, self.body)
         probs, neighbour = self._run(encoded, windows, layers=[la for la in layers if la < self.num_layers] or [-1])
         with self._lock:
-            for i, value in enumerate(neighbour):
-                if value is not None:
+            for i in range(1, len(texts)):
+                if groups[i] == groups[i - 1]:
                     key = (_digest(texts[i - 1]), _digest(texts[i]))
-                    self._memo[key] = value
+                    self._memo[key] = neighbour[i]
                     self._memo.move_to_end(key)
             while len(self._memo) > self.memo_size:
                 self._memo.popitem(last=False)
         return [to_words(e, p) for e, p in zip(encoded, probs, strict=True)], neighbour
 
-    def recall(self, previous: str, text: str) -> float | None:
-        """The attention ``text`` paid to ``previous`` in the last packed pass that held both, if any."""
+    def recall(self, texts: list[str]) -> list[float | None] | None:
+        """What ``score_packed`` over ``texts`` as one group would return as its attention series, from the
+        passes already run: each text's attention to the one before it (``None`` for the first, and where a
+        window ended between the two). ``None`` when some neighbours were never scored together."""
+        series: list[float | None] = [None]
         with self._lock:
-            return self._memo.get((_digest(previous), _digest(text)))
+            for previous, text in zip(texts, texts[1:], strict=False):
+                value = self._memo.get((_digest(previous), _digest(text)), _UNSEEN)
+                if value is _UNSEEN:
+                    return None
+                series.append(value if isinstance(value, float) else None)
+        return series
 
     def _run(self, encoded: list[Encoded], windows: list[Window], layers: list[int] | None) -> tuple[list[np.ndarray], list[float | None]]:
         import torch

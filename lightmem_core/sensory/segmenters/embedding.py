@@ -10,6 +10,9 @@ blocks of neighbouring turns and at local minima only, so one off-hand turn does
 
 from __future__ import annotations
 
+import hashlib
+import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 
 import numpy as np
@@ -84,14 +87,41 @@ class EmbeddingSegmenter:
         self.start, self.step, self.maximum = similarity_start, similarity_step, similarity_max
         self.block = block_turns
         self.anchors = tuple(anchors)
+        # The sensory buffer cuts when it overflows and keeps the last topic, which is cut again with the
+        # next messages: its turns would be embedded again each time. Recent turn vectors are kept.
+        self._vectors: OrderedDict[bytes, np.ndarray] = OrderedDict()
+        self._lock = threading.Lock()
+        self.cache_size = 4096
+        self.embedded = 0  # turn texts this segmenter had embedded (not found among the recent ones)
 
     def fine(self, messages: list[Message]) -> tuple[list[int], list[int]]:
         """Turn starts (message indices) and the turn indices where a similarity drop opens a topic."""
         starts = turn_starts(messages, self.anchors)
         if len(starts) < 2:
             return starts, []
-        vectors = np.asarray(self.embedder.embed(turn_texts(messages, starts)), dtype=np.float32)
+        vectors = self.turn_vectors(turn_texts(messages, starts))
         return starts, similarity_drops(vectors, self.start, self.step, self.maximum, self.block)
+
+    def turn_vectors(self, texts: list[str]) -> np.ndarray:
+        """One vector per turn text, embedding only the texts not among the recent ones (in one batch)."""
+        keys = [hashlib.blake2b(t.encode(), digest_size=16).digest() for t in texts]
+        with self._lock:
+            known = {k: self._vectors[k] for k in keys if k in self._vectors}
+        missing = list(dict.fromkeys(k for k in keys if k not in known))
+        if missing:
+            text_of = dict(zip(keys, texts, strict=True))
+            fresh = np.asarray(self.embedder.embed([text_of[k] for k in missing]), dtype=np.float32)
+            known.update(zip(missing, fresh, strict=True))
+            with self._lock:
+                self.embedded += len(missing)
+                self._vectors.update(zip(missing, fresh, strict=True))
+                while len(self._vectors) > self.cache_size:
+                    self._vectors.popitem(last=False)
+        with self._lock:
+            for k in keys:
+                if k in self._vectors:
+                    self._vectors.move_to_end(k)
+        return np.stack([known[k] for k in keys])
 
     def boundaries(self, messages: list[Message]) -> list[int]:
         """Message indices where a new topic starts (always at a turn start)."""

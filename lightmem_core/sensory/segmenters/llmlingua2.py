@@ -47,10 +47,10 @@ class LLMLingua2Segmenter:
         texts = [messages[i].content for i in chosen]
         if len(texts) < 3:
             return []
-        series: list[float | None] = [None]
-        if self.shared:
-            series += [self.scorer.recall(a, b) for a, b in zip(texts, texts[1:], strict=False)]
-        if not self.shared or any(v is None for v in series[1:]):
+        # Shared: the compressor's pass held these texts as neighbours (a window boundary between two
+        # of them is no reason to run the model again: a pass of our own would end a window there too).
+        series = self.scorer.recall(texts) if self.shared else None
+        if series is None:
             self.model_passes += 1
             _, series = self.scorer.score_packed(texts, [""] * len(texts), self.layers)
         return [chosen[k] for k in local_maxima(series)]
