@@ -1,6 +1,7 @@
 """Search latency of the default retrieval at 10k entries of ONE user (the worst case for the user filter),
 query embedding included: plain hybrid search against ``speaker_match`` (a query that names a speaker
-searches twice and reads the user's names from the history).
+searches twice and reads the user's names from the history), and both with ``index_plain_vector`` (a
+second store whose entries also have the ``plain`` vector: three lists fused instead of two).
 
 The entries are LoCoMo turns with their speaker labels and real all-MiniLM-L6-v2 vectors (copies get a
 number and a little noise); the queries are 200 LoCoMo questions, most of which name a speaker.
@@ -48,6 +49,7 @@ def main() -> int:
     bm25 = BM25Encoder()
     with tempfile.TemporaryDirectory() as folder:
         store = EdgeStore(collection="lat", dims=embedder.dims, path=str(Path(folder) / "q"))
+        with_plain = EdgeStore(collection="lat-plain", dims=embedder.dims, path=str(Path(folder) / "q"), plain_vector=True)
         history = HistoryStore(str(Path(folder) / "h.db"))
         entries, rows = [], []
         for k in range(SIZE):
@@ -58,9 +60,13 @@ def main() -> int:
             rows.append(k % len(said))
         dense = vectors[rows] + rng.normal(0, 0.02, (SIZE, vectors.shape[1]))
         dense /= np.linalg.norm(dense, axis=1, keepdims=True)
+        plain = vectors[rows] + rng.normal(0, 0.02, (SIZE, vectors.shape[1]))  # a vector of its own, near the dense
+        plain /= np.linalg.norm(plain, axis=1, keepdims=True)
         for i in range(0, SIZE, 500):
             part = entries[i:i + 500]
-            store.upsert(part, dense[i:i + 500].tolist(), [bm25.encode_document(e.memory) for e in part])
+            sparse = [bm25.encode_document(e.memory) for e in part]
+            store.upsert(part, dense[i:i + 500].tolist(), sparse)
+            with_plain.upsert(part, dense[i:i + 500].tolist(), sparse, plain=plain[i:i + 500].tolist())
         speakers = SpeakerNames(history)
         with history.transaction() as conn:
             speakers.record(conn, USER, [Message(id=str(n), user_id=USER, session_id="s", turn_index=n, role="user",
@@ -69,8 +75,10 @@ def main() -> int:
         questions = locomo_questions(QUERIES)
         print(f"{SIZE:,} entries of one user, {len(questions)} LoCoMo questions, query embedding included")
         print("| retrieval | p50 ms | p95 ms | queries naming one speaker |\n|---|---|---|---|")
-        for label, names in (("hybrid", None), ("hybrid + speaker_match (default)", speakers)):
-            retriever = Retriever(store=store, embedder=embedder, bm25=bm25, strategy="hybrid", history=history,
+        for label, names, searched in (("hybrid", None, store), ("hybrid + speaker_match (default)", speakers, store),
+                                       ("hybrid + plain vector", None, with_plain),
+                                       ("hybrid + speaker_match + plain vector", speakers, with_plain)):
+            retriever = Retriever(store=searched, embedder=embedder, bm25=bm25, strategy="hybrid", history=history,
                                   speakers=names)
             for q in questions[:10]:  # warm up
                 retriever.retrieve(USER, q, 10)
@@ -82,6 +90,7 @@ def main() -> int:
             named = sum(speakers.named(USER, q) is not None for q in questions) if names else 0
             print(f"| {label} | {percentile(times, 50):.1f} | {percentile(times, 95):.1f} | {named} |")
         store.close()
+        with_plain.close()
         history.close()
     return 0
 

@@ -162,15 +162,18 @@ def _vec(text: str) -> list[float]:
     return [r.gauss(0, 1) for _ in range(EMB.dims)]
 
 
-def test_both_engines_return_the_same_ids_and_scores(tmp_path: Path) -> None:
+@pytest.mark.parametrize("plain", [False, True], ids=["dense", "dense+plain"])
+def test_both_engines_return_the_same_ids_and_scores(tmp_path: Path, plain: bool) -> None:
     """Every strategy and filter shape gives the same ranking and scores (within float tolerance) on Edge
-    and on the server API. Where scores tie the engines may order differently: results are compared as
-    (score, set of ids with that score) groups, and a group cut by the limit only by its size."""
+    and on the server API, with and without the plain vector (a third list). Where scores tie the engines
+    may order differently: results are compared as (score, set of ids with that score) groups, and a group
+    cut by the limit only by its size."""
     entries = _tie_free_corpus()
-    stores = {engine: _open(engine, str(tmp_path / engine)) for engine in ENGINES}
+    stores = {engine: _open(engine, str(tmp_path / engine), plain=plain) for engine in ENGINES}
     for s in stores.values():
-        s.upsert(entries[:80], [_vec(e.memory) for e in entries[:80]], [BM25.encode_document(e.memory) for e in entries[:80]])
-        s.upsert(entries[80:], [_vec(e.memory) for e in entries[80:]], [BM25.encode_document(e.memory) for e in entries[80:]])
+        for part in (entries[:80], entries[80:]):
+            s.upsert(part, [_vec(e.memory) for e in part], [BM25.encode_document(e.memory) for e in part],
+                     plain=[_vec(f"{e.memory} alone") for e in part] if plain else None)
         s.delete([entries[1].id])
     shapes = (None, {"time_stamp": {"gte": "2025-01-05", "lt": "2025-01-20"}}, {"speaker": "user"},
               {"source_ids": {"in": ["alice-3", "alice-7", "alice-11"]}}, {"created_at": {"lte": "2100-01-01"}})
