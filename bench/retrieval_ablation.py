@@ -5,7 +5,7 @@ the thresholds around the chosen values, each scored like ``lightmem eval`` (``-
         [--variants steps,context,rate,plain] [--raw-hybrid] [--results-dir results/eval/ablation]
 
 Every variant is ``configs/default.yaml`` with a few keys changed (``VARIANTS``; the default itself is
-step 5, so the sweeps list only the values around it), run on the same data with one shared embedder; one Markdown table per group goes to stdout and ``<results-dir>/ablation.md``.
+step 6, so the sweeps list only the values around it), run on the same data with one shared embedder; one Markdown table per group goes to stdout and ``<results-dir>/ablation.md``.
 """
 
 from __future__ import annotations
@@ -26,8 +26,9 @@ from workers.settings import DEFAULT_CONFIG
 
 RATE = ("pre_compressor", "configs", "compress_config", "rate")
 PROTECT = ("pre_compressor", "configs", "entropy_config", "protect_names_numbers")
+NO_PLAIN: dict[tuple[str, ...], Any] = {("index_plain_vector",): False}
 BEFORE: dict[tuple[str, ...], Any] = {("index_original",): False, ("index_context_turns",): 0, ("speaker_match",): False,
-                                      PROTECT: False, RATE: 0.55}
+                                      PROTECT: False, RATE: 0.55, **NO_PLAIN}
 # (group, label, changes to configs/default.yaml)
 VARIANTS: list[tuple[str, str, dict[tuple[str, ...], Any]]] = [
     ("steps", "0. before: the compressed entry indexed (rate 0.55)", dict(BEFORE)),
@@ -35,16 +36,17 @@ VARIANTS: list[tuple[str, str, dict[tuple[str, ...], Any]]] = [
     ("steps", "2. + dense vector with 2 previous turns", {**BEFORE, ("index_original",): True, ("index_context_turns",): 2}),
     ("steps", "3. + speaker names and aliases in queries", {**BEFORE, ("index_original",): True,
                                                             ("index_context_turns",): 2, ("speaker_match",): True}),
-    ("steps", "4. + names and numbers protected in compression", {PROTECT: True, RATE: 0.55}),
-    ("steps", "5. rate 0.45 (the default)", {}),
+    ("steps", "4. + names and numbers protected in compression", {PROTECT: True, RATE: 0.55, **NO_PLAIN}),
+    ("steps", "5. rate 0.45", dict(NO_PLAIN)),
+    ("steps", "6. + plain vector of the message alone (the default)", {}),
     ("context", "index_context_turns 0", {("index_context_turns",): 0}),
     ("context", "index_context_turns 1", {("index_context_turns",): 1}),
     ("context", "index_context_turns 3", {("index_context_turns",): 3}),
     ("rate", "rate 0.4", {RATE: 0.4}),
     ("rate", "rate 0.5", {RATE: 0.5}),
     ("rate", "rate 0.55", {RATE: 0.55}),
-    ("plain", "default", {}),
-    ("plain", "+ plain vector of the message alone", {("index_plain_vector",): True}),
+    ("plain", "without the plain vector", dict(NO_PLAIN)),
+    ("plain", "with the plain vector (the default)", {}),
 ]
 
 
