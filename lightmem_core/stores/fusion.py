@@ -12,14 +12,14 @@ RRF_K = 2  # Qdrant's default constant for reciprocal rank fusion (the server an
 Hits = list[tuple[MemoryEntry, float]]
 
 
-def fuse(rankings: list[Hits], limit: int | None = None, k: int = RRF_K) -> Hits:
+def fuse(rankings: list[Hits], limit: int | None = None, k: int = RRF_K, ties_by_id: bool = False) -> Hits:
     """Each entry scores the sum of 1 / (k + rank) over the rankings it is in (rank from 1); the ``limit``
-    best (all when None), ties in the order the entries were first seen."""
+    best (all when None), ties in the order the entries were first seen (by entry id with ``ties_by_id``)."""
     scores: dict[str, float] = {}
     entries: dict[str, MemoryEntry] = {}
     for ranking in rankings:
         for rank, (entry, _) in enumerate(ranking, start=1):
             scores[entry.id] = scores.get(entry.id, 0.0) + 1.0 / (k + rank)
             entries.setdefault(entry.id, entry)
-    best = sorted(scores, key=lambda i: -scores[i])[:limit]
+    best = sorted(scores, key=(lambda i: (-scores[i], i)) if ties_by_id else (lambda i: -scores[i]))[:limit]
     return [(entries[i], scores[i]) for i in best]
