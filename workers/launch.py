@@ -24,8 +24,9 @@ from lightmem_core.errors import ConfigError
 from workers.settings import DistributedSettings
 
 ROLES: dict[str, list[str]] = {
-    # GPU stage: one batch at a time per process, its models loaded once.
-    "compress": ["--pool", "solo"],
+    # GPU stage, its models loaded once per process. Task threads share forward passes (the models'
+    # ``Coalescer``): sessions that arrive together are compressed and embedded together.
+    "compress": ["--pool", "threads", "--concurrency", "4"],
     # LLM waits overlap: many tasks in flight per process.
     "extract": ["--pool", "threads", "--concurrency", "8"],
     # The single owner of an embedded Qdrant folder.

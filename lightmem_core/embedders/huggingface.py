@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import logging
-import threading
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from lightmem_core.coalesce import Coalescer
 from lightmem_core.devices import quiet_loading_bars, resolve_device
 from lightmem_core.errors import ModelLoadError
+from lightmem_core.sensory.compressors.batching import batch_token_cap, length_batches
 
 log = logging.getLogger(__name__)
 
@@ -23,7 +26,14 @@ def bundled_minilm_path() -> str:
 
 
 class HuggingFaceEmbedder:
-    """Batched sentence-transformers embedder, normalised vectors, device auto (cuda when present)."""
+    """Batched sentence-transformers embedder, normalised vectors, device auto (cuda when present).
+
+    Texts are embedded in length-sorted batches of at most ``max_batch_tokens`` padded tokens (on a
+    CPU by default ``CPU_BATCH_TOKENS``, as the compressors: a batch of 64 long turns padded to the
+    longest is far slower per token than small batches of similar lengths), and concurrent callers
+    share passes (``Coalescer``). Measured on LoCoMo's turn texts of 2 conversations, session by
+    session: 20.7 CPU-s in sentence-transformers' batches of 64, 16.1 capped at 1,024 tokens.
+    """
 
     def __init__(
         self,
@@ -32,6 +42,7 @@ class HuggingFaceEmbedder:
         batch_size: int = 64,
         embedding_dims: int | None = None,
         model_kwargs: dict[str, Any] | None = None,
+        max_batch_tokens: int | None = None,
     ) -> None:
         path = model or bundled_minilm_path()
         if not Path(path).exists():
@@ -53,8 +64,10 @@ class HuggingFaceEmbedder:
             raise ModelLoadError(f"text_embedder.configs.embedding_dims={embedding_dims} but the model at {path} gives {dims}")
         self._dims = int(dims)
         self.batch_size = batch_size
-        # One forward pass at a time per model: torch modules are not re-entrant across threads.
-        self._lock = threading.Lock()
+        self.max_batch_tokens = batch_token_cap(max_batch_tokens, self.device)
+        # One forward pass at a time per model (torch modules are not re-entrant across threads); the
+        # texts of callers who arrive during a pass go into the next one together.
+        self._passes: Coalescer[str, np.ndarray] = Coalescer(self._embed_now)
         log.info("loaded embedder %s on %s (%d dims)", path, self.device, self._dims)
 
     @property
@@ -64,8 +77,22 @@ class HuggingFaceEmbedder:
     def embed(self, texts: list[str]) -> list[list[float]]:
         if not texts:
             return []
-        with self._lock:
-            vectors = self._model.encode(
-                texts, batch_size=self.batch_size, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
-            )
-        return [list(map(float, v)) for v in vectors]
+        return [list(map(float, v)) for v in self._passes(texts)]
+
+    def _embed_now(self, texts: list[str]) -> list[np.ndarray]:
+        """One vector per text: length-sorted batches under the padded-token cap (the only caller of the model)."""
+        if self.max_batch_tokens is None:
+            batches = [list(range(len(texts)))]
+            size = self.batch_size
+        else:
+            limit = self._model.max_seq_length
+            ids = self._model.tokenizer(texts, truncation=limit is not None, max_length=limit)["input_ids"]
+            batches = length_batches([len(i) for i in ids], self.batch_size, self.max_batch_tokens)
+            size = 0
+        out: list[np.ndarray] = [np.empty(0, dtype=np.float32)] * len(texts)
+        for members in batches:
+            vectors = self._model.encode([texts[k] for k in members], batch_size=size or len(members),
+                                         normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False)
+            for k, vector in zip(members, vectors, strict=True):
+                out[k] = vector
+        return out

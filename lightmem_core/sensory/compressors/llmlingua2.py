@@ -7,8 +7,10 @@ of words. The original text is never changed; callers keep it next to the compre
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 
+from lightmem_core.coalesce import Coalescer
 from lightmem_core.config import DEFAULT_FORCE_TOKENS
 from lightmem_core.sensory.compressors.base import CompressionResult
 from lightmem_core.sensory.compressors.lingua_scorer import LinguaScorer
@@ -57,12 +59,27 @@ class LLMLingua2Compressor:
         self.rate = check_rate(rate)
         self.force_tokens = tuple(force_tokens)
         self.shared_layers = shared_layers
+        # Concurrent callers (the compress worker's task threads) share passes: their texts, kept apart
+        # by their group keys, are packed and scored together.
+        self._passes: Coalescer[tuple[str, str], CompressionResult] = Coalescer(self._compress_pairs)
+        self._calls = itertools.count()
 
     def compress(self, texts: list[str], groups: list[str] | None = None) -> list[CompressionResult]:
         """Compress every text at the configured rate; ``groups`` (one key per text) bound shared windows."""
+        if groups is not None and len(groups) != len(texts):
+            raise ValueError(f"{len(texts)} texts but {len(groups)} group keys")
+        if not texts:
+            return []
+        # Without keys a call is one group; its own key keeps it out of the windows of calls it shares a pass with.
+        keys = groups if groups is not None else [f"\x00call {next(self._calls)}"] * len(texts)
+        return self._passes(list(zip(texts, keys, strict=True)))
+
+    def _compress_pairs(self, pairs: list[tuple[str, str]]) -> list[CompressionResult]:
+        return self._compress_now([t for t, _ in pairs], [g for _, g in pairs])
+
+    def _compress_now(self, texts: list[str], groups: list[str]) -> list[CompressionResult]:
         rates = [self.rate] * len(texts)
         if self.shared_layers is None or not texts:
             return compress_batch(self.scorer, texts, rates, self.force_tokens)
-        keys = groups if groups is not None else [""] * len(texts)
-        words, _ = self.scorer.score_packed(texts, keys, self.shared_layers)
+        words, _ = self.scorer.score_packed(texts, groups, self.shared_layers)
         return results(texts, words, rates, self.force_tokens)
