@@ -4,8 +4,10 @@ A model runs one pass at a time, so threads that call it together would queue be
 each with its own small batch. A ``Coalescer`` lets the first caller run the function and collects
 the calls that arrive meanwhile; when the pass ends, one of the waiting callers runs all of them as
 one batch. Nobody waits for a timer: a lone caller runs at once, exactly as without the coalescer,
-and under load the batches grow by themselves. The compress worker runs several tasks in threads
-(``workers/launch.py``), so the sessions of concurrent tasks share their forward passes.
+and under load the batches grow by themselves. Concurrent callers are, for example, ``LightMemory``'s
+background pool storing a batch (entry embeddings) while ``add_memory`` segments the next session
+(turn embeddings), the store worker's search desk threads beside its indexing, or an application's
+threads adding sessions of different users.
 
 A batch that fails is run again call by call, so one caller's bad input fails that caller alone.
 """

@@ -24,9 +24,10 @@ from lightmem_core.errors import ConfigError
 from workers.settings import DistributedSettings
 
 ROLES: dict[str, list[str]] = {
-    # GPU stage, its models loaded once per process. Task threads share forward passes (the models'
-    # ``Coalescer``): sessions that arrive together are compressed and embedded together.
-    "compress": ["--pool", "threads", "--concurrency", "4"],
+    # GPU stage: one batch at a time per process, its models loaded once. Not task threads: a user's
+    # sessions must reach the buffers in queue order (their extraction batches and topic ids follow it),
+    # and threads would buffer two sessions of one user in whichever order they finish.
+    "compress": ["--pool", "solo"],
     # LLM waits overlap: many tasks in flight per process.
     "extract": ["--pool", "threads", "--concurrency", "8"],
     # The single owner of an embedded Qdrant folder.

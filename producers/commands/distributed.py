@@ -59,8 +59,8 @@ def register(subparsers: Any) -> None:
     worker = subparsers.add_parser("worker", help="start a worker process for one queue")
     worker.add_argument("role", choices=ROLES, help="the queue it consumes (compress on a GPU host when there is one)")
     worker.add_argument("--concurrency", type=int, default=None,
-                        help="tasks at once in threads (extract: LLM calls in flight, default 8; compress: "
-                             "sessions sharing forward passes, default 4; store and update: one task at a time)")
+                        help="tasks at once in threads (extract: LLM calls in flight, default 8; the other roles "
+                             "default to one task at a time)")
     worker.add_argument("--name", default=None, help="worker node name (default: the role)")
     worker.add_argument("--metrics-port", type=int, default=None, help="serve Prometheus /metrics on this port")
     worker.set_defaults(func=_worker)
