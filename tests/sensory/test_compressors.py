@@ -9,7 +9,7 @@ import pytest
 
 from lightmem_core.config import parse_config
 from lightmem_core.errors import ConfigError, ModelLoadError
-from lightmem_core.sensory.compressors.batching import CPU_BATCH_TOKENS, length_batches
+from lightmem_core.sensory.compressors.batching import CPU_BATCH_TOKENS, MIN_FILL, length_batches
 from lightmem_core.sensory.compressors.lingua_scorer import LinguaScorer, chunk_spans
 from lightmem_core.sensory.compressors.llmlingua2 import LLMLingua2Compressor, compress_batch
 from lightmem_core.sensory.compressors.selection import check_rate
@@ -76,8 +76,14 @@ def test_length_batches_respect_both_caps_and_cover_every_item(batch_size: int, 
         assert 1 <= len(b) <= batch_size
         if cap is not None and len(b) > 1:
             assert len(b) * max(lengths[k] for k in b) <= cap
+            assert min(lengths[k] for k in b) >= MIN_FILL * max(lengths[k] for k in b)  # little padding
     if cap is None:
         assert len(batches) == -(-len(lengths) // batch_size)
+
+
+def test_a_short_item_is_not_padded_to_a_long_batch_under_a_cap() -> None:
+    assert length_batches([512, 90, 500, 60], 32, 1024) == [[0, 2], [1, 3]]
+    assert length_batches([512, 90, 500, 60], 32, None) == [[0, 2, 1, 3]]  # a GPU wants one large batch
 
 
 def test_length_batches_refuse_nonsense_sizes() -> None:
