@@ -81,7 +81,7 @@ class HuggingFaceEmbedder:
 
     def _embed_now(self, texts: list[str]) -> list[np.ndarray]:
         """One vector per text: length-sorted batches under the padded-token cap (the only caller of the model)."""
-        if self.max_batch_tokens is None:
+        if self.max_batch_tokens is None or len(texts) == 1:  # one query: nothing to sort, no second tokenising
             batches = [list(range(len(texts)))]
             size = self.batch_size
         else:
