@@ -82,17 +82,15 @@ class HuggingFaceEmbedder:
     def _embed_now(self, texts: list[str]) -> list[np.ndarray]:
         """One vector per text: length-sorted batches under the padded-token cap (the only caller of the model)."""
         if self.max_batch_tokens is None or len(texts) == 1:  # one query: nothing to sort, no second tokenising
-            batches = [list(range(len(texts)))]
-            size = self.batch_size
-        else:
-            limit = self._model.max_seq_length
-            ids = self._model.tokenizer(texts, truncation=limit is not None, max_length=limit)["input_ids"]
-            batches = length_batches([len(i) for i in ids], self.batch_size, self.max_batch_tokens)
-            size = 0
+            return list(self._encode(texts, self.batch_size))
+        limit = self._model.max_seq_length
+        ids = self._model.tokenizer(texts, truncation=limit is not None, max_length=limit)["input_ids"]
         out: list[np.ndarray] = [np.empty(0, dtype=np.float32)] * len(texts)
-        for members in batches:
-            vectors = self._model.encode([texts[k] for k in members], batch_size=size or len(members),
-                                         normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False)
-            for k, vector in zip(members, vectors, strict=True):
+        for members in length_batches([len(i) for i in ids], self.batch_size, self.max_batch_tokens):
+            for k, vector in zip(members, self._encode([texts[k] for k in members], len(members)), strict=True):
                 out[k] = vector
         return out
+
+    def _encode(self, texts: list[str], batch_size: int) -> np.ndarray:
+        return self._model.encode(texts, batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True,
+                                  show_progress_bar=False)

@@ -59,8 +59,8 @@ class LLMLingua2Compressor:
         self.rate = check_rate(rate)
         self.force_tokens = tuple(force_tokens)
         self.shared_layers = shared_layers
-        # Concurrent callers (the compress worker's task threads) share passes: their texts, kept apart
-        # by their group keys, are packed and scored together.
+        # Concurrent callers (an application's threads adding sessions of different users) share passes:
+        # their texts, kept apart by their group keys, are packed and scored together.
         self._passes: Coalescer[tuple[str, str], CompressionResult] = Coalescer(self._compress_pairs)
         self._calls = itertools.count()
 
@@ -79,7 +79,7 @@ class LLMLingua2Compressor:
 
     def _compress_now(self, texts: list[str], groups: list[str]) -> list[CompressionResult]:
         rates = [self.rate] * len(texts)
-        if self.shared_layers is None or not texts:
+        if self.shared_layers is None:
             return compress_batch(self.scorer, texts, rates, self.force_tokens)
         words, _ = self.scorer.score_packed(texts, groups, self.shared_layers)
         return results(texts, words, rates, self.force_tokens)
