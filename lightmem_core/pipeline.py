@@ -109,14 +109,29 @@ def buffer_messages(state: PipelineState, user_id: str, messages: list[Message],
 
 # --- 3. batches -------------------------------------------------------------------------------------
 def should_drain(info: BufferInfo, threshold_tokens: int, max_buffer_tokens: int | None = None) -> bool:
-    """Drain when the buffer passes the threshold (or a flush was asked) and none of the user's queued
-    input is still on its way, so that input queued out of order is applied in time order; or when it
-    passes the size limit regardless."""
+    """Drain when the buffer passes the threshold (or a flush was asked); or when it passes the size
+    limit regardless. While some of the user's queued input is still on its way, only the segments it
+    cannot come before count, and a flush waits for it: input queued out of order is applied in time
+    order, and a user's later sessions being queued does not hold back the earlier ones."""
     if not info.segments:
         return False
-    if max_buffer_tokens is not None and info.tokens >= max_buffer_tokens:
+    if over_limit(info, max_buffer_tokens):
         return True
-    return (info.flush or info.tokens >= threshold_tokens) and not info.pending_items
+    if info.pending_items:
+        return info.tokens_before_pending >= threshold_tokens
+    return info.flush or info.tokens >= threshold_tokens
+
+
+def over_limit(info: BufferInfo, max_buffer_tokens: int | None) -> bool:
+    return max_buffer_tokens is not None and info.tokens >= max_buffer_tokens
+
+
+def drainable(buffered: list[BufferedSegment], info: BufferInfo, max_buffer_tokens: int | None) -> list[BufferedSegment]:
+    """The buffered segments a batch may take now: all of them, unless queued input is still on its
+    way and the size limit is not reached; then those before the earliest place that input can take."""
+    if not info.pending_items or over_limit(info, max_buffer_tokens):
+        return buffered
+    return [s for s in buffered if s.key < info.pending_from]
 
 
 def whole_sessions(segments: list[BufferedSegment], threshold_tokens: int) -> int:
@@ -162,13 +177,17 @@ def new_batch(state: PipelineState, user_id: str, owner: str, threshold_tokens: 
     if not should_drain(info, threshold_tokens, max_buffer_tokens):
         return None
     buffered = state.buffered(user_id)
-    taken = buffered[: whole_sessions(buffered, threshold_tokens)]
+    ready = drainable(buffered, info, max_buffer_tokens)
+    taken = ready[: whole_sessions(ready, threshold_tokens)]
+    if not taken or (ready is not buffered and sum(s.tokens for s in taken) < threshold_tokens):
+        return None  # the buffer changed since ``info``: wait for the queued input
     first = state.next_topic_ids(user_id, len(taken))
     segments = [TopicSegment(user_id=user_id, session_id=s.session_id, topic_id=first + i, messages=s.messages)
                 for i, s in enumerate(taken)]
     batch = Batch(user_id=user_id, owner=owner, segments=segments, tokens=sum(s.tokens for s in taken),
                   tracking={s.key: s.tracking_id for s in taken if s.tracking_id})
-    state.start_batch(batch, [s.key for s in taken], clear_flush=len(taken) == len(buffered))
+    # A flush asked while input is queued stays until that input is in and drained.
+    state.start_batch(batch, [s.key for s in taken], clear_flush=len(taken) == len(buffered) and not info.pending_items)
     return batch
 
 

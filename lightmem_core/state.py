@@ -39,6 +39,11 @@ def segment_key(segment: list[Message]) -> str:
     return f"{ts_ms:016d}|{first.turn_index:07d}|{first.id}"
 
 
+def earliest_key(messages: list[Message]) -> str:
+    """The smallest key any segment cut from ``messages`` can have: a queued item's place in the buffer."""
+    return min(segment_key([m]) for m in messages)
+
+
 class BufferedSegment(BaseModel):
     """One topic segment in the short-term buffer, before it has a topic id."""
 
@@ -81,6 +86,10 @@ class BufferInfo:
     turns: int = 0
     flush: bool = False
     pending_items: int = 0  # queued input not buffered yet (workers only): drains wait for it
+    # With pending items: the earliest key that input may still add ("" when unknown), and the tokens
+    # buffered before it, which no queued input can come before and so may be drained already.
+    pending_from: str = ""
+    tokens_before_pending: int = 0
     batches_in_flight: int = 0
     last_append: float = 0.0
 

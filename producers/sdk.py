@@ -30,6 +30,7 @@ from lightmem_core import factory
 from lightmem_core.errors import ConfigError, InvalidInput, TransientError
 from lightmem_core.ingest import normalize_messages
 from lightmem_core.retrieval import Retriever
+from lightmem_core.state import earliest_key
 from workers import names
 from workers.messages import (
     CompressPayload,
@@ -120,7 +121,8 @@ class MemoryProducer:
         def track() -> None:
             pipe = self.state.r.pipeline()
             for item in items:
-                self.state.track_queued(pipe, item.tracking_id, item.user_id, item.session_id, len(item.messages))
+                self.state.track_queued(pipe, item.tracking_id, item.user_id, item.session_id, len(item.messages),
+                                        first_key=earliest_key(item.messages))
             pipe.execute()
 
         self._redis(track)

@@ -156,12 +156,18 @@ class RedisState:
 
     def info(self, user_id: str) -> BufferInfo:
         meta = {_s(k): _s(v) for k, v in self.r.hgetall(self.k(user_id, "meta")).items()}
+        # Queued input older than inflight_ttl_s was lost with its producer: stop waiting for it.
+        pending = [_s(t) for t in self.r.zrangebyscore(self.k(user_id, "inflight"), time.time() - self.inflight_ttl_s, "+inf")]
+        pending_from, before = "", 0
+        if pending:
+            froms = self.r.hmget(self.k(user_id, "inflight_from"), pending)
+            pending_from = "" if any(f is None for f in froms) else min(_s(f) for f in froms)  # unknown: all wait
+            before = sum(s.tokens for s in self.buffered(user_id) if s.key < pending_from) if pending_from else 0
         return BufferInfo(
             tokens=int(meta.get("tokens", 0)), segments=int(self.r.zcard(self.k(user_id, "order"))),
             turns=int(meta.get("turns", 0)),
             flush=meta.get("flush") == "1",
-            # Queued input older than queue_wait_s was lost with its producer: stop waiting for it.
-            pending_items=int(self.r.zcount(self.k(user_id, "inflight"), time.time() - self.inflight_ttl_s, "+inf")),
+            pending_items=len(pending), pending_from=pending_from, tokens_before_pending=before,
             batches_in_flight=int(self.r.hlen(self.k(user_id, "batches"))),
             last_append=float(meta.get("last_append", 0.0)),
         )
@@ -284,18 +290,25 @@ class RedisState:
         return {_s(k): float(v) for k, v in self.r.hgetall(key).items()}
 
     # --- producer side ----------------------------------------------------------------------------
-    def track_queued(self, pipe: Any, tracking_id: str, user_id: str, session_id: str, turns: int) -> None:
+    def track_queued(self, pipe: Any, tracking_id: str, user_id: str, session_id: str, turns: int,
+                     first_key: str = "") -> None:
+        """The item is on its way to the compress stage. ``first_key`` (``earliest_key`` of its messages)
+        is where its segments can start: drains take what is buffered before it; unknown (""), the
+        user's drains wait for the whole item."""
         key = self.keys.track(tracking_id)
         pipe.hset(key, mapping={"user_id": user_id, "session_id": session_id, "state": "queued",
                                 "turns": turns, "queued_at": time.time()})
         pipe.expire(key, TRACK_TTL_S)
         pipe.zadd(self.k(user_id, "inflight"), {tracking_id: time.time()})
+        if first_key:
+            pipe.hset(self.k(user_id, "inflight_from"), tracking_id, first_key)
         pipe.sadd(self.keys.users, user_id)
 
     def untrack(self, tracking_id: str, user_id: str, reason: str) -> None:
         """The item never reached the broker: it no longer holds back the user's drains."""
         pipe = self.r.pipeline()
         pipe.zrem(self.k(user_id, "inflight"), tracking_id)
+        pipe.hdel(self.k(user_id, "inflight_from"), tracking_id)
         pipe.hset(self.keys.track(tracking_id), mapping={"state": "failed", "reason": reason})
         pipe.execute()
 
@@ -317,6 +330,7 @@ class RedisState:
             # Nothing appended by any delivery of this item: all of it was known from earlier items.
             pipe.hset(key, mapping={"state": "indexed", "segments": 0, "note": "nothing new: every message was known"})
         pipe.zrem(self.k(user_id, "inflight"), tracking_id)
+        pipe.hdel(self.k(user_id, "inflight_from"), tracking_id)
         pipe.execute()
 
     # --- update side ------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ import redis
 
 from lightmem_core import pipeline
 from lightmem_core.models import Message
-from lightmem_core.state import BufferedSegment, segment_key
+from lightmem_core.state import BufferedSegment, earliest_key, segment_key
 from tests.distributed.conftest import Cluster
 from workers.launch import LocalCluster
 from workers.messages import send as send_payload
@@ -73,6 +73,57 @@ def test_appends_are_idempotent_and_ordered_by_time_then_turn(redis_cluster: Loc
     assert nxt is not None and [s.topic_id for s in nxt.segments] == [2]
     assert state.finish_batch(batch)
     assert not state.finish_batch(batch)  # counted once
+    client.close()
+
+
+def test_queued_input_holds_back_only_the_segments_it_can_come_before(redis_cluster: LocalCluster) -> None:
+    """A user's later sessions still in the queue do not hold back a full batch of earlier ones; a session
+    queued out of order (earlier in time) holds back everything after it, and a flush waits for all."""
+    client = _client(redis_cluster)
+    state = RedisState(client, prefix=f"pending{time.time_ns()}")
+
+    def session(name: str, day: int) -> list[Message]:
+        return [Message(id=f"{name}-{t}", user_id="u", session_id=name, turn_index=t, role="user", content="x",
+                        time_stamp=f"2025-01-{day:02d}T00:00:00Z") for t in range(2)]
+
+    def queue(tracking_id: str, messages: list[Message], known: bool = True) -> None:
+        pipe = client.pipeline()
+        state.track_queued(pipe, tracking_id, "u", messages[0].session_id, len(messages),
+                           first_key=earliest_key(messages) if known else "")
+        pipe.execute()
+
+    def buffer(tracking_id: str, messages: list[Message]) -> None:
+        state.append("u", BufferedSegment(key=segment_key(messages), session_id=messages[0].session_id, tokens=10,
+                                          messages=messages, tracking_id=tracking_id))
+        state.item_buffered(tracking_id, "u", [segment_key(messages)])
+
+    s1, s2, s3, s0 = session("s1", 2), session("s2", 3), session("s3", 4), session("s0", 1)
+    for tracking_id, messages in (("t1", s1), ("t2", s2), ("t3", s3)):
+        queue(tracking_id, messages)
+    buffer("t1", s1)
+    info = state.info("u")
+    assert (info.pending_items, info.tokens_before_pending) == (2, 10)
+    assert pipeline.take_batch(state, "u", "d", threshold_tokens=20, lease_s=60) is None  # 10 < 20 ready
+    buffer("t2", s2)
+    state.request_flush("u")
+    assert pipeline.should_drain(state.info("u"), 20)
+    batch = pipeline.take_batch(state, "u", "d", threshold_tokens=20, lease_s=60)  # s3 still queued
+    assert batch is not None and [s.session_id for s in batch.segments] == ["s1", "s2"]
+    assert state.info("u").flush  # the batch took the whole buffer, but the flush is for s3 too
+
+    queue("t0", s0)  # queued late, but earlier in time than anything
+    buffer("t3", s3)
+    assert not pipeline.should_drain(state.info("u"), 10)  # s3 waits: s0 may come before it
+    buffer("t0", s0)
+    assert pipeline.should_drain(state.info("u"), 10)
+    batch = pipeline.take_batch(state, "u", "d2", threshold_tokens=10, lease_s=60)
+    assert batch is not None and [s.session_id for s in batch.segments] == ["s0"]
+
+    queue("t4", session("s4", 9), known=False)  # tracked without its place: it holds back every drain
+    assert not pipeline.should_drain(state.info("u"), 10)
+    assert pipeline.take_batch(state, "u", "d3", threshold_tokens=10, lease_s=60) is None
+    state.item_buffered("t4", "u", [])
+    assert pipeline.should_drain(state.info("u"), 10)  # the flush asked before goes ahead now
     client.close()
 
 
