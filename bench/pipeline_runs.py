@@ -132,10 +132,12 @@ def queues(conversations: list[Conversation], workdir: Path, lingua: str, base_u
         producer = MemoryProducer(settings)
         wait_for_workers(producer.app, ["compress", "store", "update", *extractors], timeout_s=300)
         before, wall = _cpu(cluster), time.perf_counter()
-        tracking = []
-        for i in range(max(len(c.sessions) for c in conversations)):  # users interleaved
-            tracking += [producer.enqueue_session(c.user_id, c.sessions[i], c.sessions[i].session_id)
-                         for c in conversations if i < len(c.sessions)]
+        interleaved = [(c.user_id, c.sessions[i], c.sessions[i].session_id)
+                       for i in range(max(len(c.sessions) for c in conversations)) for c in conversations
+                       if i < len(c.sessions)]
+        size = settings.compress_batch_sessions  # sessions per compress task, as `lightmem enqueue` sends them
+        tracking = [t for start in range(0, len(interleaved), size)
+                    for t in producer.enqueue_sessions(interleaved[start:start + size])]
         for conversation in conversations:
             producer.flush(conversation.user_id)
         producer.wait_indexed(tracking, timeout_s=7200, poll_s=0.05)

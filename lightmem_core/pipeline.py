@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from collections.abc import Set as AbstractSet
 
 from lightmem_core.components import Components
@@ -31,7 +32,7 @@ from lightmem_core.models import MemoryEntry, Message, TopicSegment
 from lightmem_core.sensory.buffer import cut_topics, feed, split_sessions
 from lightmem_core.sensory.compression import TokenCounter, compress_messages, count_message_tokens
 from lightmem_core.sensory.compressors.base import Compressor
-from lightmem_core.sensory.segmenters.base import Segmenter
+from lightmem_core.sensory.segmenters.base import Segmenter, TurnPrimer
 from lightmem_core.spec import PipelineSpec
 from lightmem_core.state import Batch, BufferedSegment, BufferInfo, PipelineState, segment_key
 from lightmem_core.stores.indexing import index_entries, index_images
@@ -74,10 +75,18 @@ def topic_parts(state: PipelineState, user_id: str, messages: list[Message], seg
     if segmenter is None:
         return [part for session in split_sessions(messages) for part in cut_topics(session, None)]
     incoming = [m for session in split_sessions(messages) for m in session]
-    fed = feed(state.sensory(user_id), incoming, segmenter, spec.sensory_capacity_tokens, spec.roles, count,
-               force=force)
+    waiting = state.sensory(user_id)
+    prime_segmenter(segmenter, split_sessions([*waiting, *incoming]))
+    fed = feed(waiting, incoming, segmenter, spec.sensory_capacity_tokens, spec.roles, count, force=force)
     state.keep_sensory(user_id, fed.remaining)
     return fed.segments
+
+
+def prime_segmenter(segmenter: Segmenter | None, sessions: Sequence[Sequence[Message]]) -> None:
+    """Embed the turns of ``sessions`` in one batched call when the segmenter embeds turns, before they
+    are cut one sensory chunk at a time (the compress worker primes all the sessions of a task)."""
+    if isinstance(segmenter, TurnPrimer) and sessions:
+        segmenter.prime(sessions)
 
 
 def ingest_amounts(messages: list[Message], roles: AbstractSet[str]) -> dict[str, float]:

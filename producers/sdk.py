@@ -191,15 +191,17 @@ class MemoryProducer:
         """Block until every tracked item is indexed or failed; returns id → state. Raises on timeout."""
         deadline = time.monotonic() + timeout_s
         states: dict[str, str] = {}
+        asking = list(dict.fromkeys(tracking_ids))
         while True:
             pipe = self.state.r.pipeline()
-            for tid in tracking_ids:
+            for tid in asking:
                 pipe.hget(self.state.keys.track(tid), "state")
-            states = {tid: (s.decode() if s else "unknown") for tid, s in zip(tracking_ids, pipe.execute(), strict=True)}
-            if all(s in ("indexed", "failed") for s in states.values()):
-                return states
+            states.update({tid: (s.decode() if s else "unknown") for tid, s in zip(asking, pipe.execute(), strict=True)})
+            asking = [tid for tid in asking if states[tid] != "indexed"]  # indexed stays indexed; failed may be retried
+            if all(states[tid] == "failed" for tid in asking):
+                return {tid: states[tid] for tid in tracking_ids}
             if time.monotonic() > deadline:
-                waiting = sum(s not in ("indexed", "failed") for s in states.values())
+                waiting = sum(states[tid] != "failed" for tid in asking)
                 raise TimeoutError(f"{waiting} of {len(states)} items not indexed after {timeout_s:.0f} s")
             time.sleep(poll_s)
 

@@ -8,7 +8,7 @@ import pytest
 
 from lightmem_core.models import Message
 from lightmem_core.sensory.compressors.llmlingua2 import LLMLingua2Compressor
-from lightmem_core.sensory.segmenters.embedding import EmbeddingSegmenter, turn_starts
+from lightmem_core.sensory.segmenters.embedding import EmbeddingSegmenter, turn_starts, turn_texts
 from lightmem_core.sensory.segmenters.llmlingua2 import LLMLingua2Segmenter
 from tests.sensory.conftest import CAR_REPAIR, COOKING, as_messages, conversation
 
@@ -87,6 +87,26 @@ def test_a_turn_cut_again_is_not_embedded_again(minilm_embedder: Any) -> None:
     found = segmenter.boundaries(messages)  # the buffer again, with thirteen more turns
     assert segmenter.embedded == len(turn_starts(messages)) == 20
     assert found == EmbeddingSegmenter(minilm_embedder).boundaries(messages)
+
+
+def test_priming_embeds_the_turns_of_several_sessions_in_one_call(minilm_embedder: Any) -> None:
+    """What the compress worker does with a task's sessions: one embedding call for all their turns, then
+    each session is cut without embedding anything, into the boundaries an unprimed segmenter finds."""
+    calls: list[int] = []
+
+    class Counting:
+        def embed(self, texts: list[str]) -> list[list[float]]:
+            calls.append(len(texts))
+            return minilm_embedder.embed(texts)  # type: ignore[no-any-return]
+
+    sessions = [as_messages(turns, session_id=f"s{k}")
+                for k, turns in enumerate([conversation(), CAR_REPAIR + COOKING, COOKING[:4] + CAR_REPAIR])]
+    segmenter = LLMLingua2Segmenter(None, EmbeddingSegmenter(Counting()), LAYERS)  # type: ignore[arg-type]
+    segmenter.prime(sessions)
+    assert calls == [len({t for s in sessions for t in turn_texts(s, turn_starts(s))})]  # each text once
+    found = [segmenter.fine.fine(s)[1] for s in sessions]
+    assert len(calls) == 1  # nothing embedded again
+    assert found == [EmbeddingSegmenter(minilm_embedder).fine(s)[1] for s in sessions]
 
 
 def test_turns_do_not_assume_alternation() -> None:

@@ -9,6 +9,7 @@ from celery import Task
 from lightmem_core import pipeline
 from lightmem_core.errors import LightMemError
 from lightmem_core.models import Message
+from lightmem_core.sensory.buffer import split_sessions
 from workers import names
 from workers.app import get_parts
 from workers.messages import CompressPayload, DrainPayload, decode, encode
@@ -28,17 +29,19 @@ class CompressTask(StageTask):
 
 @stage_task(names.COMPRESS_SESSIONS, CompressTask)
 def compress_sessions(self: Task, raw: Any) -> dict[str, int]:
-    """Compress every new message of the payload's sessions in one batched call (each queued item ends
-    a sensory chunk), buffer each user's topic segments, and ask for a drain where one is due."""
+    """Compress every new message of the payload's sessions in one batched call and embed their turns
+    in another (each queued item ends a sensory chunk), buffer each user's topic segments, and ask for
+    a drain where one is due."""
     with timed(self):
         parts, payload = get_parts(), decode(CompressPayload, raw)
         st, spec = parts.state, parts.spec
         fresh = [pipeline.fresh_messages(st, item.messages) for item in payload.sessions]
         prepared = iter(pipeline.count_and_compress([m for mine in fresh for m in mine], parts.count_tokens,
                                                     parts.compressor, spec.roles))
+        ready: list[list[Message]] = [[next(prepared) for _ in mine] for mine in fresh]
+        pipeline.prime_segmenter(parts.segmenter, [s for mine in ready for s in split_sessions(mine)])
         done = {"sessions": 0, "segments": 0, "failed": 0}
-        for item, mine in zip(payload.sessions, fresh, strict=True):
-            messages: list[Message] = [next(prepared) for _ in mine]
+        for item, messages in zip(payload.sessions, ready, strict=True):
             try:
                 with st.lock(item.user_id):
                     keys = pipeline.buffer_messages(st, item.user_id, messages, parts.segmenter, spec,

@@ -102,6 +102,12 @@ class EmbeddingSegmenter:
         vectors = self.turn_vectors(turn_texts(messages, starts))
         return starts, similarity_drops(vectors, self.start, self.step, self.maximum, self.block)
 
+    def prime(self, sessions: Sequence[Sequence[Message]]) -> None:
+        """Embed the turns of every session in one call, ahead of ``fine`` on each (``TurnPrimer``)."""
+        texts = [t for messages in sessions for t in turn_texts(messages, turn_starts(messages, self.anchors))]
+        if len(texts) > 1 and len(texts) <= self.cache_size:
+            self.turn_vectors(texts)
+
     def turn_vectors(self, texts: list[str]) -> np.ndarray:
         """One vector per turn text, embedding only the texts not among the recent ones (in one batch)."""
         keys = [hashlib.blake2b(t.encode(), digest_size=16).digest() for t in texts]

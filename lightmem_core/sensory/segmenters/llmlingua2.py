@@ -55,6 +55,10 @@ class LLMLingua2Segmenter:
             _, series = self.scorer.score_packed(texts, [""] * len(texts), self.layers)
         return [chosen[k] for k in local_maxima(series)]
 
+    def prime(self, sessions: Sequence[Sequence[Message]]) -> None:
+        """The fine stage's turns of every session in one call (``TurnPrimer``)."""
+        self.fine.prime(sessions)
+
     def boundaries(self, messages: list[Message]) -> list[int]:
         """Message indices where a new topic starts (always at a turn start)."""
         starts, fine = self.fine.fine(messages)
