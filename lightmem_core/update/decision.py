@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
@@ -45,7 +45,7 @@ class UpdateDecider(Protocol):
         """One entry (the online update). Raises ``ExtractionParseError`` when no valid decision comes."""
         ...
 
-    def decide_all(self, groups: Sequence[Group]) -> Iterator[Outcome]:
+    def decide_all(self, groups: Iterable[Group]) -> Iterator[Outcome]:
         """One outcome per group, yielded in the groups' order (however the work is spread out), so that
         the caller can apply each as soon as it comes. Raises ``TransientError`` when the endpoint
         keeps failing; outcomes yielded before stay valid."""
@@ -65,7 +65,7 @@ class ExactDuplicateDecider:
                 return Decision("delete", reason="exact duplicate of a newer entry", merge_into=cand.id)
         return Decision("ignore", reason="no exact duplicate")
 
-    def decide_all(self, groups: Sequence[Group]) -> Iterator[Outcome]:
+    def decide_all(self, groups: Iterable[Group]) -> Iterator[Outcome]:
         for group in groups:
             yield self.decide(group.entry, group.candidates)
 

@@ -9,8 +9,9 @@ depends on timing. Online, one entry goes per call (``prompt``).
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from itertools import chain
 
 from lightmem_core.errors import ExtractionParseError
 from lightmem_core.llm.base import CallTag, LLMClient
@@ -36,20 +37,18 @@ def _decision(reply: prompt.UpdateReply, candidates: list[MemoryEntry]) -> Decis
     return Decision(reply.action, new_text=reply.new_text, reason=reply.reason, merge_into=merge_into)
 
 
-def batches(groups: Sequence[Group], batch_size: int) -> list[list[Group]]:
-    """Consecutive groups of one user, cut into calls of at most ``batch_size`` of about equal size."""
-    runs: list[list[Group]] = []
-    for group in groups:
-        if runs and runs[-1][0].entry.user_id == group.entry.user_id:
-            runs[-1].append(group)
-        else:
-            runs.append([group])
-    out: list[list[Group]] = []
-    for run in runs:
-        calls = -(-len(run) // batch_size)
-        size = -(-len(run) // calls)
-        out.extend(run[i : i + size] for i in range(0, len(run), size))
-    return out
+def batches(groups: Iterable[Group], batch_size: int) -> Iterator[list[Group]]:
+    """Consecutive groups of one user, cut into calls of at most ``batch_size`` of about equal size; a
+    user's calls come out as soon as the next user's first group (or the end) shows the run complete."""
+    run: list[Group] = []
+    for group in chain(groups, [None]):
+        if run and (group is None or group.entry.user_id != run[0].entry.user_id):
+            calls = -(-len(run) // batch_size)
+            size = -(-len(run) // calls)
+            yield from (run[i : i + size] for i in range(0, len(run), size))
+            run = []
+        if group is not None:
+            run.append(group)
 
 
 class LLMUpdateDecider:
@@ -75,14 +74,14 @@ class LLMUpdateDecider:
         reply = ask_json(self.client, prompt.render(data), lambda text: prompt.parse(text, data), tag)
         return _decision(reply, candidates)
 
-    def decide_all(self, groups: Sequence[Group]) -> Iterator[Outcome]:
-        """Every group's outcome in order; the calls of several batches are in flight at once."""
-        work = batches(groups, self.batch_size)
-        if not work:
-            return
-        with ThreadPoolExecutor(max_workers=min(self.max_in_flight, len(work)), thread_name_prefix="lightmem-update") as pool:
-            futures = [pool.submit(self.decide_batch, batch) for batch in work]
+    def decide_all(self, groups: Iterable[Group]) -> Iterator[Outcome]:
+        """Every group's outcome in order; the calls of several batches are in flight at once, and a user's
+        calls start while the next users' groups are still being read (``groups`` may be lazy)."""
+        with ThreadPoolExecutor(max_workers=self.max_in_flight, thread_name_prefix="lightmem-update") as pool:
+            futures = []
             try:
+                for batch in batches(groups, self.batch_size):
+                    futures.append(pool.submit(self.decide_batch, batch))
                 for future in futures:
                     yield from future.result()
             finally:

@@ -17,7 +17,7 @@ a decision twice.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import replace
 
 import numpy as np
@@ -49,21 +49,20 @@ def build_queue(c: Components, user_id: str, top_k: int = 20, keep_top_n: int = 
     position = {e.id: i for i, e in enumerate(indexed)}
     rows = [position[e.id] for e in fresh if e.id in position]
     queue = dict(c.history.update_queue(user_id))
-    touched: set[str] = set()
+    found_for: dict[str, list[tuple[str, float]]] = {}  # every entry's new candidates, merged once each below
     if rows:
         matrix = unit_rows([vectors[e.id] for e in indexed])
         stamps = np.array([e.time_stamp.timestamp() for e in indexed], dtype=np.float64)
         tie_rank = np.argsort(np.argsort(np.array([e.id for e in indexed]))).astype(np.int64)
         for row, found in zip(rows, neighbours(matrix, stamps, rows, tie_rank, top_k), strict=True):
             entry_id = indexed[row].id
-            queue[entry_id] = _merge(queue.get(entry_id, []), [(indexed[j].id, s) for j, s in found.newer], keep_top_n)
-            touched.add(entry_id)
+            found_for.setdefault(entry_id, []).extend((indexed[j].id, s) for j, s in found.newer)
             for j, score in found.older:
-                older = indexed[j].id
-                queue[older] = _merge(queue.get(older, []), [(entry_id, score)], keep_top_n)
-                touched.add(older)
+                found_for.setdefault(indexed[j].id, []).append((entry_id, score))
+    for entry_id, found_here in found_for.items():
+        queue[entry_id] = _merge(queue.get(entry_id, []), found_here, keep_top_n)
     with c.history.transaction() as conn:
-        for entry_id in sorted(touched):
+        for entry_id in sorted(found_for):
             c.history.put_update_candidates(conn, entry_id, user_id, queue[entry_id])
         c.history.set_counter(conn, user_id, WATERMARK, max(e.created_at.timestamp() for e in fresh))
     return len(fresh)
@@ -117,9 +116,17 @@ def apply_queues(c: Components, user_ids: Sequence[str], score_threshold: float,
         log.info("no LLM configured: the offline update merges exact duplicates only")
         decider = ExactDuplicateDecider()
     counts = {"update": 0, "delete": 0, "ignore": 0, "failed": 0}
-    groups = [g for user_id in user_ids for g in pending_groups(c, user_id, score_threshold)]
+    groups: list[Group] = []
+
+    def read() -> Iterator[Group]:  # user by user: the decider may start on a user before the next is read
+        for user_id in user_ids:
+            for group in pending_groups(c, user_id, score_threshold):
+                groups.append(group)
+                yield group
+
     absorbed: dict[str, str] = {}  # entry deleted in this run -> the entry that took over its sources
-    for group, outcome in zip(groups, decider.decide_all(groups), strict=True):
+    for i, outcome in enumerate(decider.decide_all(read())):
+        group = groups[i]
         if isinstance(outcome, Failure):
             c.history.record_failure(group.entry.user_id, "update",
                                      {"entry_id": group.entry.id, "candidate_ids": [e.id for e in group.candidates]},

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -96,3 +96,26 @@ def test_locomo_conversation_in_two_runs(make_memory: Callable[..., LightMemory]
         reference_build(memory.store, conv.user_id, fresh, expected)
         assert memory.construct_update_queue_all_entries(user_id=conv.user_id) == len(fresh) > 50
         assert_same_queue(dict(memory.history.update_queue(conv.user_id)), expected)
+
+
+def test_a_users_update_calls_are_cut_before_the_next_users_groups_are_read() -> None:
+    """The offline update reads the queued groups user by user; a user's calls can be sent as soon as the
+    next user's first group shows that user's groups complete, not after every user is read."""
+    from lightmem_core.update.decision import Group
+    from lightmem_core.update.llm import batches
+
+    def group(user: str, k: int) -> Group:
+        entry = MemoryEntry(id=f"{user}-{k}", user_id=user, memory=f"fact {k}", time_stamp="2025-01-02T00:00:00Z")
+        return Group(entry, [entry.model_copy(update={"id": f"{user}-{k}-newer"})])
+
+    pulled: list[str] = []
+
+    def read() -> Iterator[Group]:
+        for g in [group("a", 0), group("a", 1), group("a", 2), group("b", 0), group("b", 1)]:
+            pulled.append(g.entry.id)
+            yield g
+
+    calls = batches(read(), batch_size=2)
+    assert [g.entry.id for g in next(calls)] == ["a-0", "a-1"]  # a's 3 groups in 2 calls of about equal size
+    assert pulled == ["a-0", "a-1", "a-2", "b-0"]  # b's second group not read yet
+    assert [[g.entry.id for g in c] for c in calls] == [["a-2"], ["b-0", "b-1"]]
