@@ -10,7 +10,7 @@ from typing import Any
 from lightmem_core import factory
 from lightmem_core.llm.cache import CachingClient
 from workers.parts import WorkerParts
-from workers.settings import QUEUES
+from workers.settings import QUEUES, DistributedSettings
 
 log = logging.getLogger(__name__)
 EXIT_PREFLIGHT = 3  # the worker's exit status when a check fails
@@ -35,9 +35,25 @@ def roles_of(queues: list[str], parts: WorkerParts) -> set[str]:
     return {role for role in QUEUES if parts.settings.queue(role) in queues}
 
 
+def thread_budget(settings: DistributedSettings, roles: set[str]) -> int | None:
+    """The torch threads a worker of ``roles`` runs with; ``None``: torch's default. A store worker gets
+    ``store_torch_threads`` unless it also compresses (then the compress stage wants every core)."""
+    if "store" in roles and "compress" not in roles and settings.store_torch_threads:
+        return settings.store_torch_threads
+    return None
+
+
 def preflight(parts: WorkerParts, roles: set[str]) -> list[str]:
     """Check what ``roles`` need; returns what was checked. Raises on the first problem."""
     checked = ["redis"]
+    threads = thread_budget(parts.settings, roles)
+    if threads is not None:
+        try:
+            import torch
+        except ImportError:  # an embedder without torch (an OpenAI-compatible endpoint): nothing to budget
+            threads = None
+        else:
+            torch.set_num_threads(threads)
     parts.state.r.ping()
     if "compress" in roles:
         _ = parts.compressor, parts.segmenter  # load the models now: "ready" means ready
@@ -51,6 +67,8 @@ def preflight(parts: WorkerParts, roles: set[str]) -> list[str]:
     if "store" in roles or (not parts.settings.embedded_store and roles & {"extract", "update"}):
         _ = parts.components  # opens the store, loads the embedder
         checked.append("store and embedder")
+    if threads is not None:
+        checked.append(f"{threads} torch thread{'s' if threads > 1 else ''}")
     return checked
 
 

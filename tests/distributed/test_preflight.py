@@ -35,10 +35,22 @@ def test_healthy_workers_say_what_they_checked(cluster: Cluster) -> None:
     logs = {role: cluster.procs.log(role) for role in ("compress", "extract", "store")}
     assert "checked: redis, compression models" in logs["compress"]
     assert "checked: redis, LLM" in logs["extract"]
-    assert "store and embedder" in logs["store"]
+    assert "store and embedder, 1 torch thread" in logs["store"]  # beside the compress worker's threads
+    assert "torch thread" not in logs["compress"]  # it keeps every core
     # Each says which pipeline it runs (the test cluster: model-free compression, an LLM for extraction).
     assert all("runs the pipeline: compression entropy (wordfreq)" in log and "extraction openai" in log
                for log in logs.values()), logs["compress"][-2000:]
+
+
+def test_only_a_store_worker_that_does_not_compress_gets_the_store_thread_budget() -> None:
+    from workers.preflight import thread_budget
+
+    settings = DistributedSettings()
+    assert thread_budget(settings, {"store"}) == settings.store_torch_threads == 1
+    assert thread_budget(settings, {"store", "update"}) == 1
+    assert thread_budget(settings, {"compress", "store"}) is None  # the compress stage wants every core
+    assert thread_budget(settings, {"extract"}) is None
+    assert thread_budget(settings.model_copy(update={"store_torch_threads": 0}), {"store"}) is None  # torch's default
 
 
 def test_the_pipeline_line_warns_of_the_model_free_pipeline() -> None:
