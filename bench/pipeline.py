@@ -12,8 +12,8 @@ delete and ignore.
 
 Rows: **one process** (``LightMemory``: each session one ``add_memory`` with ``force_segment``, each
 conversation flushed at its end; CPU is this process's); **queues** (fresh Redis, 1 compress, 4
-extract × 8 threads, 1 store, 1 update process; sessions enqueued users interleaved, 8 to a compress task as `lightmem enqueue` sends them; CPU is every
-worker's, Redis's and the producer's, from /proc); the **offline update** of each (one process:
+extract × 8 threads, 1 store, 1 update process; sessions enqueued users interleaved, 8 to a compress
+task as ``lightmem enqueue`` sends them; CPU is every worker's, Redis's and the producer's, from /proc); the **offline update** of each (one process:
 ``construct_update_queue_all_entries`` + ``offline_update_all_entries``; queues: ``update_now``);
 and the **bare model compute**: one batched compression pass over all turns (its attention kept for
 the segmenter), one batched embedding of the turns (the segmenter's fine boundaries) and one of the

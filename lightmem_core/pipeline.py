@@ -135,12 +135,10 @@ def over_limit(info: BufferInfo, max_buffer_tokens: int | None) -> bool:
     return max_buffer_tokens is not None and info.tokens >= max_buffer_tokens
 
 
-def drainable(buffered: list[BufferedSegment], info: BufferInfo, max_buffer_tokens: int | None) -> list[BufferedSegment]:
-    """The buffered segments a batch may take now: all of them, unless queued input is still on its
-    way and the size limit is not reached; then those before the earliest place that input can take."""
-    if not info.pending_items or over_limit(info, max_buffer_tokens):
-        return buffered
-    return [s for s in buffered if s.key < info.pending_from]
+def held_back(info: BufferInfo, max_buffer_tokens: int | None) -> bool:
+    """Queued input is still on its way and the size limit is not reached: only what is buffered before
+    the earliest place that input can take may be drained."""
+    return bool(info.pending_items) and not over_limit(info, max_buffer_tokens)
 
 
 def whole_sessions(segments: list[BufferedSegment], threshold_tokens: int) -> int:
@@ -186,9 +184,10 @@ def new_batch(state: PipelineState, user_id: str, owner: str, threshold_tokens: 
     if not should_drain(info, threshold_tokens, max_buffer_tokens):
         return None
     buffered = state.buffered(user_id)
-    ready = drainable(buffered, info, max_buffer_tokens)
+    waiting = held_back(info, max_buffer_tokens)
+    ready = [s for s in buffered if s.key < info.pending_from] if waiting else buffered
     taken = ready[: whole_sessions(ready, threshold_tokens)]
-    if not taken or (ready is not buffered and sum(s.tokens for s in taken) < threshold_tokens):
+    if not taken or (waiting and sum(s.tokens for s in taken) < threshold_tokens):
         return None  # the buffer changed since ``info``: wait for the queued input
     first = state.next_topic_ids(user_id, len(taken))
     segments = [TopicSegment(user_id=user_id, session_id=s.session_id, topic_id=first + i, messages=s.messages)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from itertools import chain
+from itertools import groupby
 
 from lightmem_core.errors import ExtractionParseError
 from lightmem_core.llm.base import CallTag, LLMClient
@@ -40,15 +40,11 @@ def _decision(reply: prompt.UpdateReply, candidates: list[MemoryEntry]) -> Decis
 def batches(groups: Iterable[Group], batch_size: int) -> Iterator[list[Group]]:
     """Consecutive groups of one user, cut into calls of at most ``batch_size`` of about equal size; a
     user's calls come out as soon as the next user's first group (or the end) shows the run complete."""
-    run: list[Group] = []
-    for group in chain(groups, [None]):
-        if run and (group is None or group.entry.user_id != run[0].entry.user_id):
-            calls = -(-len(run) // batch_size)
-            size = -(-len(run) // calls)
-            yield from (run[i : i + size] for i in range(0, len(run), size))
-            run = []
-        if group is not None:
-            run.append(group)
+    for _, same_user in groupby(groups, key=lambda g: g.entry.user_id):
+        run = list(same_user)
+        calls = -(-len(run) // batch_size)
+        size = -(-len(run) // calls)
+        yield from (run[i : i + size] for i in range(0, len(run), size))
 
 
 class LLMUpdateDecider:
