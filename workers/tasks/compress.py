@@ -8,8 +8,6 @@ from celery import Task
 
 from lightmem_core import pipeline
 from lightmem_core.errors import LightMemError
-from lightmem_core.models import Message
-from lightmem_core.sensory.buffer import split_sessions
 from workers import names
 from workers.app import get_parts
 from workers.messages import CompressPayload, DrainPayload, decode, encode
@@ -35,11 +33,8 @@ def compress_sessions(self: Task, raw: Any) -> dict[str, int]:
     with timed(self):
         parts, payload = get_parts(), decode(CompressPayload, raw)
         st, spec = parts.state, parts.spec
-        fresh = [pipeline.fresh_messages(st, item.messages) for item in payload.sessions]
-        prepared = iter(pipeline.count_and_compress([m for mine in fresh for m in mine], parts.count_tokens,
-                                                    parts.compressor, spec.roles))
-        ready: list[list[Message]] = [[next(prepared) for _ in mine] for mine in fresh]
-        pipeline.prime_segmenter(parts.segmenter, [s for mine in ready for s in split_sessions(mine)])
+        ready = pipeline.prepare_calls(st, [item.messages for item in payload.sessions], parts.count_tokens,
+                                       parts.compressor, parts.segmenter, spec.roles)
         done = {"sessions": 0, "segments": 0, "failed": 0}
         for item, messages in zip(payload.sessions, ready, strict=True):
             try:
