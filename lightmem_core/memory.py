@@ -164,17 +164,11 @@ class LightMemory:
         """One pass of the ingest thread: compress and embed the turns of ``calls`` together (outside the
         lock), then buffer each call in order and hand on the batches that are due. A user whose call or
         batch fails is held with the error (``Inbox.hold``), to be raised by the next call that waits."""
-        c = self.components
         failed: dict[str, BaseException] = {}
-        try:
-            ready = pipeline.prepare_calls(self.state, [call.messages for call in calls], c.count_tokens,
-                                           c.compressor, c.segmenter, self.spec.roles)
-        except Exception as exc:  # noqa: BLE001  # raised to the next caller that waits for these users
-            failed = {call.user_id: exc for call in calls}
-            ready = []
+        ready = self._prepare_pass(calls, failed)
         with self._lock:
             try:
-                for call, prepared in zip(calls, ready, strict=False):
+                for call, prepared in zip(calls, ready, strict=True):
                     if call.user_id not in failed:  # a user's later calls wait behind one that failed
                         try:
                             self._buffer(call.user_id, prepared, call.skipped_empty, call.force_segment, call)
@@ -192,6 +186,30 @@ class LightMemory:
                                 "for the user, then tried again", user, type(error).__name__)
                     self._inbox.hold([call for call in calls if call.user_id == user], [user], error)
                 self._ingested.notify_all()
+
+    def _prepare_pass(self, calls: list[QueuedCall], failed: dict[str, BaseException]) -> list[list[Message]]:
+        """``prepare_calls`` over the pass; when it fails, call by call, so that one call's bad input holds
+        only its user (recorded in ``failed``, with an empty list in the call's place)."""
+        c = self.components
+
+        def prepare(some: list[QueuedCall]) -> list[list[Message]]:
+            return pipeline.prepare_calls(self.state, [call.messages for call in some], c.count_tokens,
+                                          c.compressor, c.segmenter, self.spec.roles)
+
+        try:
+            return prepare(calls)
+        except Exception as exc:  # noqa: BLE001  # raised to the next caller that waits for the user
+            if len(calls) == 1:
+                failed[calls[0].user_id] = exc
+                return [[]]
+        ready: list[list[Message]] = []
+        for call in calls:
+            try:
+                ready += prepare([call]) if call.user_id not in failed else [[]]
+            except Exception as exc:  # noqa: BLE001
+                failed[call.user_id] = exc
+                ready.append([])
+        return ready
 
     def _await_ingest(self, user_id: str | None) -> None:
         """Wait, the lock released meanwhile, until the calls of ``user_id`` (or everyone's) are buffered;
