@@ -121,8 +121,8 @@ class Inbox:
     def hold(self, calls: Iterable[QueuedCall], users: Iterable[str], error: BaseException) -> None:
         """A pass failed: ``calls`` (taken, not buffered) go back to the head in order, and ``users`` wait
         until a caller takes the error."""
-        back = [c for c in calls if any(c is t for t in self._taken)]
         with self._cond:
+            back = [c for c in calls if any(c is t for t in self._taken)]
             self._taken = [c for c in self._taken if all(c is not b for b in back)]
             self._queued = sorted(back + self._queued, key=lambda c: c.key)
             for user in users:
