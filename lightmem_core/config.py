@@ -128,9 +128,7 @@ class LLMConfig(_Strict):
     max_concurrency: int = Field(8, ge=1)
     # LightMemory only: extraction calls kept in flight in the background while add_memory returns
     # (0: add_memory makes them itself). The queues' counterpart is the extract workers' threads.
-    # As many as max_concurrency lets through: background ingestion hands on a pass's batches together,
-    # and a smaller pool makes the flush that follows wait for more rounds of calls.
-    background_extractions: int = Field(8, ge=0)
+    background_extractions: int = Field(4, ge=0)
     short_term_capacity_tokens: int = Field(1024, ge=1)
     requests_per_minute: int = Field(0, ge=0)  # 0: unlimited (in-process; workers share theirs through Redis)
     tokens_per_minute: int = Field(0, ge=0)

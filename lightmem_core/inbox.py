@@ -67,7 +67,6 @@ class Inbox:
         self._taken: list[QueuedCall] = []
         self._errors: dict[str, BaseException] = {}
         self._closed = False
-        self._woken = False
 
     def new_key(self) -> str:
         return f"{time.time_ns():020d}-{next(self._order):08d}"
@@ -82,7 +81,7 @@ class Inbox:
 
     def take(self, max_sessions: int) -> list[QueuedCall] | None:
         """The oldest queued calls of the users not held, at least one and up to ``max_sessions``
-        sessions in all; waits for one, or returns none after a ``wake``. ``None`` once closed."""
+        sessions in all; waits for one. ``None`` once closed."""
         with self._cond:
             while True:
                 if self._closed:
@@ -90,9 +89,6 @@ class Inbox:
                 ready = [c for c in self._queued if c.user_id not in self._errors]
                 if ready:
                     break
-                if self._woken:
-                    self._woken = False
-                    return []
                 self._cond.wait()
             taken: list[QueuedCall] = []
             sessions = 0
@@ -104,12 +100,6 @@ class Inbox:
             self._queued = [c for c in self._queued if c not in taken]
             self._taken += taken
             return taken
-
-    def wake(self) -> None:
-        """Let a waiting ``take`` return (with no calls) for other work of the ingest thread."""
-        with self._cond:
-            self._woken = True
-            self._cond.notify_all()
 
     def finish(self, conn: Connection, call: QueuedCall) -> None:
         """``call`` is buffered: it leaves the history in ``conn``'s transaction (the one that buffers it)."""

@@ -66,11 +66,7 @@ class LightMemory:
         self._background = self._ingest_sessions > 0 and (c.compressor is not None or c.segmenter is not None)
         self._inbox = Inbox(c.history)
         self._ingester: threading.Thread | None = None
-        # Users whose batches the ingest thread left in the buffer for want of a free call slot: it takes
-        # them when a call is over (the pool wakes it), instead of waiting for the LLM with the lock held.
-        self._drains_due: set[str] = set()
-        on_done = self._inbox.wake if self._background else None
-        self._pool = ExtractionPool(lambda batch: pipeline.extract_batch(batch, c.extractor), size, on_done)
+        self._pool = ExtractionPool(lambda batch: pipeline.extract_batch(batch, c.extractor), size)
         if not self._inbox.settled(None):  # calls an earlier run accepted and did not buffer: first
             self._start_ingester()
 
@@ -162,21 +158,7 @@ class LightMemory:
 
     def _ingest_loop(self) -> None:
         while (calls := self._inbox.take(max(1, self._ingest_sessions))) is not None:
-            if calls:
-                self._ingest(calls)
-            if self._drains_due and self._pool.has_room():
-                self._drain_due()
-
-    def _drain_due(self) -> None:
-        """Hand on the batches left for want of a call slot, as far as slots are free."""
-        with self._lock:
-            for user in sorted(self._drains_due):
-                self._drains_due.discard(user)
-                try:
-                    self._drain(user, force=False, wait=False, wait_for_room=False)
-                except Exception as exc:  # noqa: BLE001  # raised to the next caller that waits for the user
-                    self._inbox.hold([], [user], exc)
-            self._ingested.notify_all()
+            self._ingest(calls)
 
     def _ingest(self, calls: list[QueuedCall]) -> None:
         """One pass of the ingest thread: compress and embed the turns of ``calls`` together (outside the
@@ -195,7 +177,7 @@ class LightMemory:
                 for user in dict.fromkeys(call.user_id for call in calls):
                     if user not in failed:
                         try:
-                            self._drain(user, force=False, wait=False, wait_for_room=False)
+                            self._drain(user, force=False, wait=False)
                         except Exception as exc:  # noqa: BLE001
                             failed[user] = exc
             finally:
@@ -238,12 +220,11 @@ class LightMemory:
             self._start_ingester()
             raise error
 
-    def _drain(self, user_id: str, force: bool, wait: bool, wait_for_room: bool = True) -> list[Settled]:
+    def _drain(self, user_id: str, force: bool, wait: bool) -> list[Settled]:
         """Hand batches to the pool while the short-term buffer is ready (or, with ``force``, until it is
         empty), storing those whose calls are back; with ``wait``, until all are settled. A batch left
         in flight by a transient failure (or by an earlier run of the program) is sent first, and after
-        a transient failure no new batch is taken in this call. Without ``wait_for_room`` (the ingest
-        thread) it stops where the pool has no free slot, and marks the user for ``_drain_due``."""
+        a transient failure no new batch is taken in this call."""
         if force and self.state.info(user_id).segments:
             self.state.request_flush(user_id)
         self._pool.resend(user_id)
@@ -252,9 +233,6 @@ class LightMemory:
         self._pool.send(sorted(left, key=lambda b: min((s.topic_id for s in b.segments), default=0)))
         settled = self._settle(user_id, block=False)
         while not self._pool.stalled(user_id):
-            if not wait_for_room and not self._pool.has_room():
-                self._drains_due.add(user_id)
-                break
             with self.state.lock(user_id):
                 batch = pipeline.new_batch(self.state, user_id, LIBRARY_OWNER, self.spec.threshold_tokens)
             if batch is None:

@@ -41,11 +41,9 @@ class ExtractionPool:
     pool's threads.
     """
 
-    def __init__(self, extract: Callable[[Batch], list[MemoryEntry]], size: int,
-                 on_done: Callable[[], None] | None = None) -> None:
+    def __init__(self, extract: Callable[[Batch], list[MemoryEntry]], size: int) -> None:
         self.size = size
         self._extract = extract
-        self._on_done = on_done  # told, from the call's thread, whenever a call is over
         self._executor = ThreadPoolExecutor(max_workers=size, thread_name_prefix="lightmem-extract") if size else None
         self._queues: dict[str, deque[Pending]] = {}
 
@@ -58,10 +56,6 @@ class ExtractionPool:
 
     def pending(self, user_id: str) -> int:
         return len(self._queues.get(user_id, ()))
-
-    def has_room(self) -> bool:
-        """Whether ``send`` would start a call now, without waiting for a slot."""
-        return self._executor is None or len(self._running()) < self.size
 
     def stalled(self, user_id: str) -> bool:
         """Whether the user's oldest batch waits to be sent again."""
@@ -117,15 +111,11 @@ class ExtractionPool:
                 done.set_exception(exc)
             return done
         self._make_room()
-        call = self._executor.submit(self._extract, batch)
-        if self._on_done is not None:
-            on_done = self._on_done
-            call.add_done_callback(lambda _: on_done())
-        return call
-
-    def _running(self) -> list[Future[list[MemoryEntry]]]:
-        return [p.call for q in self._queues.values() for p in q if p.call is not None and not p.call.done()]
+        return self._executor.submit(self._extract, batch)
 
     def _make_room(self) -> None:
-        while len(running := self._running()) >= self.size:
+        while True:
+            running = [p.call for q in self._queues.values() for p in q if p.call is not None and not p.call.done()]
+            if len(running) < self.size:
+                return
             wait(running, return_when=FIRST_COMPLETED)
