@@ -144,8 +144,7 @@ class LightMemory:
         """Queue the call's messages that are new for the user (not buffered, not queued before); returns
         how many. A call with nothing new is queued only when it has something else to do."""
         queued = self._inbox.queued_ids(user_id)
-        unseen = self.state.unseen(user_id, [m.id for m in messages if m.id not in queued])
-        new = [m for m in messages if m.id in unseen]
+        new = pipeline.fresh_messages(self.state, [m for m in messages if m.id not in queued])
         if new or skipped_empty or force_segment:
             self._inbox.put(QueuedCall(self._inbox.new_key(), user_id, new, force_segment, skipped_empty))
             self._start_ingester()
