@@ -44,7 +44,9 @@ def test_searches_are_answered_while_the_store_worker_runs_a_long_task(cluster: 
     user = "desk-busy"
     # The same fact on three days: each older entry has a newer candidate, so the update asks the LLM.
     _index(cluster, user, ["My grey cat Miso likes tuna."] * 3)
-    control_llm(cluster, delay_s=4.0)
+    # Long enough that five searches fit inside one LLM call even on a loaded 2-core machine (at 4 s the
+    # update once ended after the second search of a full suite run).
+    control_llm(cluster, delay_s=12.0)
     try:
         before = cluster.producer.state.update_runs().get(user, 0)
         assert user in cluster.producer.update_now()
