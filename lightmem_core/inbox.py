@@ -12,11 +12,16 @@ returns and leaves it in the transaction that buffers it (``finish``), so the ca
 stopped are taken first when the history is opened again. A pass that fails puts its calls back at
 the head and holds their users (``hold``) until a caller takes the error (``take_error``): the error is
 raised once, to the next method that waits for the user, and the calls are tried again after that.
+A call that fails for good (any error but a ``TransientError``) would fail again every time, so it
+leaves the inbox for the failed calls (``fail``: kind ``inbox_failed``, and a record in the history's
+failures, purpose ``ingest``), the user's later calls go on, and ``requeue_failed`` (through
+``LightMemory.retry_failed``) takes it back once the cause is gone.
 """
 
 from __future__ import annotations
 
 import itertools
+import json
 import threading
 import time
 from collections.abc import Iterable
@@ -28,6 +33,8 @@ from lightmem_core.history.base import Connection
 from lightmem_core.models import Message
 
 INBOX = "inbox"  # the kind of the history's buffer rows that hold queued calls
+FAILED_CALLS = "inbox_failed"  # calls that failed for good, kept for ``requeue_failed``
+FAILURE_PURPOSE = "ingest"  # their records in the history's failures
 
 
 @dataclass
@@ -119,6 +126,38 @@ class Inbox:
                 self._errors.setdefault(user, error)
             self._cond.notify_all()
 
+    def fail(self, call: QueuedCall, reason: str) -> None:
+        """``call`` (taken) failed for good: it leaves the inbox for the failed calls, and the failure is
+        recorded (message ids and the reason, no text), in one transaction."""
+        with self.history.transaction() as conn:
+            self.history.buffer_remove(conn, call.user_id, INBOX, [call.key])
+            self.history.buffer_put(conn, call.user_id, FAILED_CALLS, call.key, call.payload())
+            self.history.record_failure(call.user_id, FAILURE_PURPOSE, {"call": call.key,
+                                        "message_ids": [m.id for m in call.messages]}, None, reason)
+        with self._cond:
+            self._taken = [c for c in self._taken if c is not call]
+            self._cond.notify_all()
+
+    def requeue_failed(self, user_id: str) -> int:
+        """The user's failed calls go back to the inbox, in their old places (their keys), and their
+        failures are resolved; returns how many."""
+        failed = [QueuedCall.from_payload(key, user_id, payload)
+                  for key, payload in self.history.buffer_items(user_id, FAILED_CALLS)]
+        if not failed:
+            return 0
+        keys = {call.key for call in failed}
+        with self.history.transaction() as conn:
+            self.history.buffer_remove(conn, user_id, FAILED_CALLS, sorted(keys))
+            for call in failed:
+                self.history.buffer_put(conn, user_id, INBOX, call.key, call.payload())
+            for failure in self.history.failures(user_id):
+                if failure["purpose"] == FAILURE_PURPOSE and json.loads(failure["payload"]).get("call") in keys:
+                    self.history.resolve_failure(conn, failure["id"])
+        with self._cond:
+            self._queued = sorted(failed + self._queued, key=lambda c: c.key)
+            self._cond.notify_all()
+        return len(failed)
+
     def take_error(self, user_id: str | None) -> BaseException | None:
         """The error that holds ``user_id`` (or any user), if one does; the user's calls are tried again."""
         with self._cond:
@@ -146,9 +185,11 @@ class Inbox:
             return {m.id for c in [*self._queued, *self._taken] if c.user_id == user_id for m in c.messages}
 
     def next_turn_index(self, user_id: str, session_id: str) -> int:
-        """The first turn index after the session's messages waiting here (0 when none)."""
+        """The first turn index after the session's messages waiting here or failed (0 when none)."""
+        failed = [QueuedCall.from_payload(key, user_id, payload)  # theirs are taken too, for when they come back
+                  for key, payload in self.history.buffer_items(user_id, FAILED_CALLS)]
         with self._cond:
-            return max((m.turn_index + 1 for c in [*self._queued, *self._taken] if c.user_id == user_id
+            return max((m.turn_index + 1 for c in [*self._queued, *self._taken, *failed] if c.user_id == user_id
                         for m in c.messages if m.session_id == session_id), default=0)
 
     def close(self) -> None:

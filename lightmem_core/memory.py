@@ -162,17 +162,21 @@ class LightMemory:
     def _ingest(self, calls: list[QueuedCall]) -> None:
         """One pass of the ingest thread: compress and embed the turns of ``calls`` together (outside the
         lock), then buffer each call in order and hand on the batches that are due. A user whose call or
-        batch fails is held with the error (``Inbox.hold``), to be raised by the next call that waits."""
+        batch fails is held with the error (``Inbox.hold``), to be raised by the next call that waits; the
+        call that failed is tried again after that, unless it failed for good (any error but a
+        ``TransientError``): then it is kept with the failed calls for ``retry_failed`` (``Inbox.fail``)."""
         failed: dict[str, BaseException] = {}
-        ready = self._prepare_pass(calls, failed)
+        culprits: dict[str, QueuedCall] = {}  # the call that failed, where one did
+        ready = self._prepare_pass(calls, failed, culprits)
         with self._lock:
             try:
                 for call, prepared in zip(calls, ready, strict=True):
-                    if call.user_id not in failed:  # a user's later calls wait behind one that failed
-                        try:
-                            self._buffer(call.user_id, prepared, call.skipped_empty, call.force_segment, call)
-                        except Exception as exc:  # noqa: BLE001
-                            failed[call.user_id] = exc
+                    if _held_back(call, failed, culprits):  # a user's later calls wait behind one that failed
+                        continue
+                    try:
+                        self._buffer(call.user_id, prepared, call.skipped_empty, call.force_segment, call)
+                    except Exception as exc:  # noqa: BLE001
+                        failed[call.user_id], culprits[call.user_id] = exc, call
                 for user in dict.fromkeys(call.user_id for call in calls):
                     if user not in failed:
                         try:
@@ -181,14 +185,21 @@ class LightMemory:
                             failed[user] = exc
             finally:
                 for user, error in failed.items():
+                    culprit = culprits.get(user)
+                    for_good = culprit is not None and not isinstance(error, TransientError)
+                    if culprit is not None and for_good:
+                        self._inbox.fail(culprit, f"{type(error).__name__}: {error}")
                     log.warning("background ingestion for user %s failed (%s); raised by the next call that waits "
-                                "for the user, then tried again", user, type(error).__name__)
+                                "for the user, %s", user, type(error).__name__,
+                                "the call kept for retry_failed" if for_good else "then tried again")
                     self._inbox.hold([call for call in calls if call.user_id == user], [user], error)
                 self._ingested.notify_all()
 
-    def _prepare_pass(self, calls: list[QueuedCall], failed: dict[str, BaseException]) -> list[list[Message]]:
+    def _prepare_pass(self, calls: list[QueuedCall], failed: dict[str, BaseException],
+                      culprits: dict[str, QueuedCall]) -> list[list[Message]]:
         """``prepare_calls`` over the pass; when it fails, call by call, so that one call's bad input holds
-        only its user (recorded in ``failed``, with an empty list in the call's place)."""
+        only its user (the error in ``failed``, the call in ``culprits``, an empty list in the place of
+        that call and of the user's later ones)."""
         c = self.components
 
         def prepare(some: list[QueuedCall]) -> list[list[Message]]:
@@ -199,14 +210,14 @@ class LightMemory:
             return prepare(calls)
         except Exception as exc:  # noqa: BLE001  # raised to the next caller that waits for the user
             if len(calls) == 1:
-                failed[calls[0].user_id] = exc
+                failed[calls[0].user_id], culprits[calls[0].user_id] = exc, calls[0]
                 return [[]]
         ready: list[list[Message]] = []
         for call in calls:
             try:
                 ready += prepare([call]) if call.user_id not in failed else [[]]
             except Exception as exc:  # noqa: BLE001
-                failed[call.user_id] = exc
+                failed[call.user_id], culprits[call.user_id] = exc, call
                 ready.append([])
         return ready
 
@@ -289,18 +300,22 @@ class LightMemory:
             return len(_entries(self._settle_all(user_id)))
 
     def retry_failed(self, user_id: str = "default") -> dict[str, int]:
-        """Extract again every failed batch of ``user_id``; returns batches retried, still failed, entries stored.
+        """Take back the failed calls of ``user_id`` (background ingestion) and extract again every failed
+        batch; returns calls retried, batches retried, batches still failed, entries stored.
 
         A batch that meets a transient error again stays in flight, and the next ``add_memory`` or
-        ``flush`` of the user takes it first.
+        ``flush`` of the user takes it first. A call that fails again is raised here and kept again.
         """
         with self._lock:
+            calls = self._inbox.requeue_failed(user_id)
+            if calls:
+                self._start_ingester()
             self._settle_all(user_id)  # what is pending first, so that what settles next is the retried batches
             resumed = pipeline.resume_failed(self.state, user_id, LIBRARY_OWNER)
             self._pool.send(resumed)
             settled = self._settle_all(user_id)
             stored = sum(outcome == "stored" for outcome, _ in settled)
-            return {"retried": len(resumed), "still_failed": len(resumed) - stored,
+            return {"calls_retried": calls, "retried": len(resumed), "still_failed": len(resumed) - stored,
                     "entries_stored": len(_entries(settled))}
 
     def flush(self, user_id: str = "default") -> int:
@@ -461,6 +476,15 @@ class LightMemory:
             self.history.close()
             if self.components.reply_cache is not None:
                 self.components.reply_cache.close()
+
+
+def _held_back(call: QueuedCall, failed: dict[str, BaseException], culprits: dict[str, QueuedCall]) -> bool:
+    """Whether ``call`` waits: its user failed in this pass, at this call or before it (the user's calls
+    ahead of the one that failed are buffered)."""
+    if call.user_id not in failed:
+        return False
+    culprit = culprits.get(call.user_id)
+    return culprit is None or call.key >= culprit.key
 
 
 def _entries(settled: list[Settled]) -> list[MemoryEntry]:

@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 
 from lightmem_core import LightMemory
+from lightmem_core.errors import TransientError
 from tests.sensory.conftest import conversation
 
 MakeMemory = Callable[..., LightMemory]
@@ -42,6 +43,7 @@ class Gate:
             self._open.set()
         self.entered = threading.Event()
         self.failing = False
+        self.error: type[Exception] = RuntimeError
         self.passes: list[int] = []
         compressor.compress = self  # type: ignore[method-assign]
 
@@ -55,7 +57,7 @@ class Gate:
         self.entered.set()
         assert self._open.wait(60), "the test never opened the gate"
         if self.failing and any(MARKER in t for t in texts):
-            raise RuntimeError("the compressor cannot read this text")
+            raise self.error("the compressor cannot read this text")
         self.passes.append(len(set(groups)))
         return self._inner(texts, groups)
 
@@ -161,27 +163,28 @@ def test_calls_without_message_ids_in_one_session_keep_their_turns_apart(make_me
     assert [m["id"] for m in memory.history.messages("default", "s2")] == ["m-9"]
 
 
-def test_a_failed_pass_is_raised_to_the_next_call_that_waits_and_tried_again(make_memory: MakeMemory,
-                                                                          tmp_path: Path) -> None:
-    """One user's undecodable text holds that user alone; the error is raised once, nothing is lost, and
-    once the compressor reads it the calls go through."""
+def test_a_transient_failure_is_raised_to_the_next_call_that_waits_and_tried_again(make_memory: MakeMemory,
+                                                                                  tmp_path: Path) -> None:
+    """One user's call meets a transient error: that user alone is held, the error is raised once, nothing
+    is lost, and once the compressor reads it the calls go through."""
     memory = make_memory(**_config(tmp_path, "failing", 32))
     gate = Gate(memory, closed=True)
-    gate.failing = True
+    gate.failing, gate.error = True, TransientError
     warm_up, messages = _sessions("ann")[0]
     memory.add_memory(messages, user_id="warm", session_id=warm_up, force_segment=True)
     assert gate.entered.wait(30)
-    for user, marked in (("ann", 1), ("bob", None)):  # queued behind the gate: one pass for both
+    for user, marked in (("ann", 0), ("bob", None)):  # queued behind the gate: one pass for both
         for session_id, session in _sessions(user, 2, marked):
             memory.add_memory(session, user_id=user, session_id=session_id, force_segment=True)
     gate.open()
     memory.flush("bob")
     assert len(memory.get_all("bob")) == 10  # bob's calls were tried alone and went through
     gate.close()  # the retry that follows the error waits in the gate
-    with pytest.raises(RuntimeError, match="cannot read"):
+    with pytest.raises(TransientError, match="cannot read"):
         memory.flush("ann")
     assert memory.history.messages("ann") == [] and memory.history.counters("ann").get("messages_in", 0) == 0
     assert len(memory.history.buffer_items("ann", "inbox")) == 2  # both calls kept, in order
+    assert memory.history.failures("ann") == []
     gate.failing = False
     gate.open()
     memory.flush("ann")
@@ -189,9 +192,47 @@ def test_a_failed_pass_is_raised_to_the_next_call_that_waits_and_tried_again(mak
     assert memory.history.buffer_items("ann", "inbox") == []
 
 
+def test_a_call_that_fails_for_good_is_kept_for_retry_failed_and_the_user_goes_on(make_memory: MakeMemory,
+                                                                                 tmp_path: Path) -> None:
+    """Any other error would come back every time: the call leaves the inbox for the failed calls (a
+    failure record without its text), the error is raised once, the user's calls before and after it
+    are stored, and ``retry_failed`` takes it back once the compressor reads it."""
+    memory = make_memory(**_config(tmp_path, "for-good", 32))
+    gate = Gate(memory, closed=True)
+    gate.failing = True
+    sessions = _sessions("ann", 3, marked=1)
+    memory.add_memory(sessions[0][1], user_id="ann", session_id=sessions[0][0], force_segment=True)
+    assert gate.entered.wait(30)
+    for session_id, session in sessions[1:]:  # one pass: s1 fails, s2 waits behind it
+        memory.add_memory(session, user_id="ann", session_id=session_id, force_segment=True)
+    gate.open()
+    with pytest.raises(RuntimeError, match="cannot read"):
+        memory.flush("ann")
+    memory.flush("ann")  # raised once: the user goes on
+    assert {m["session_id"] for m in memory.history.messages("ann")} == {"ann-s0", "ann-s2"}
+    assert len(memory.get_all("ann")) == 10
+    assert memory.history.buffer_items("ann", "inbox") == []
+    [failure] = memory.history.failures("ann")
+    assert failure["purpose"] == "ingest" and failure["reason"] == "RuntimeError: the compressor cannot read this text"
+    assert MARKER not in failure["payload"] and len(json.loads(failure["payload"])["message_ids"]) == 10
+    # a new call in the failed call's session takes turns after the failed ones, so its ids stay apart
+    extra = memory.add_memory([{"role": "user", "content": "One more thing about the trip.",
+                                "time_stamp": "2025-02-02T11:00:00Z"}], user_id="ann", session_id="ann-s1")
+    assert extra["added_messages"] == 1
+    with pytest.raises(RuntimeError, match="cannot read"):  # the cause is still there: kept again
+        memory.retry_failed("ann")
+    assert len(memory.history.failures("ann")) == 1 and len(memory.history.buffer_items("ann", "inbox_failed")) == 1
+    gate.failing = False
+    assert memory.retry_failed("ann")["calls_retried"] == 1
+    memory.flush("ann")
+    assert memory.history.failures("ann") == [] and memory.history.buffer_items("ann", "inbox_failed") == []
+    assert len(memory.history.messages("ann")) == 31 and len(memory.get_all("ann")) == 16
+
+
 CHILD = """
 import json, sys, threading
 from lightmem_core import LightMemory
+from lightmem_core.errors import TransientError
 memory = LightMemory.from_config(json.loads(sys.argv[1]))
 memory.components.compressor.compress = lambda texts, groups: threading.Event().wait()  # never returns
 for session_id, messages in json.loads(sys.argv[2]):

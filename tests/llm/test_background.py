@@ -124,7 +124,7 @@ def test_failures_in_the_pool_are_kept_as_before(make_llm_memory: MakeMemory, tm
     assert [f["purpose"] for f in memory.history.failures("ann")] == ["extraction"]
     assert len(memory.get_all("ann")) == 2 and memory.state.in_flight("ann") == []
     llm_server.fail_marker = None
-    assert memory.retry_failed("ann") == {"retried": 1, "still_failed": 0, "entries_stored": 1}
+    assert memory.retry_failed("ann") == {"calls_retried": 0, "retried": 1, "still_failed": 0, "entries_stored": 1}
     assert _stored(memory, "ann")["entries"] == _stored(reference, "ann")["entries"]  # day 1 stored last
 
     llm_server.fail_marker, llm_server.fail_status = MARKER, 500

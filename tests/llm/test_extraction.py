@@ -119,7 +119,7 @@ def test_invalid_twice_is_kept_as_failed_and_retried_later(make_llm_memory: Make
     assert [e.source_ids for e in memory.get_all("ann")] == [["t4"]]
     # Later, with a working model, the kept batch is extracted and the failure resolved.
     done = memory.retry_failed("ann")
-    assert done == {"retried": 1, "still_failed": 0, "entries_stored": 2}
+    assert done == {"calls_retried": 0, "retried": 1, "still_failed": 0, "entries_stored": 2}
     assert memory.history.failures("ann") == [] and memory.state.failed("ann") == []
     assert sorted(s for e in memory.get_all("ann") for s in e.source_ids) == ["t1", "t3", "t4"]
 
@@ -129,7 +129,7 @@ def test_retry_that_fails_again_stays_failed(make_llm_memory: MakeMemory, llm_se
     memory = make_llm_memory()
     llm_server.script(*[Step(content="nope")] * 4)
     memory.add_memory(SESSION, user_id="ann", session_id="s1", force_extract=True)
-    assert memory.retry_failed("ann") == {"retried": 1, "still_failed": 1, "entries_stored": 0}
+    assert memory.retry_failed("ann") == {"calls_retried": 0, "retried": 1, "still_failed": 1, "entries_stored": 0}
     assert len(memory.history.failures("ann")) == 1
     assert len(memory.history.failures("ann", include_resolved=True)) == 2
     [open_failure] = memory.history.failures("ann")
