@@ -212,3 +212,19 @@ def test_a_payload_over_the_size_limit_is_refused_and_nothing_is_queued(redis_cl
     finally:
         producer.state.r.delete(queue)
         producer.close()
+
+
+def test_wait_indexed_reads_the_oldest_items_first_and_reports_every_state(idle_producer: MemoryProducer) -> None:
+    """States are read a chunk at a time, oldest first; whatever the mix, the answer names every item, and a
+    wait that runs out counts the items still on their way."""
+    producer = idle_producer
+    ids = [f"w{k:03d}" for k in range(150)]
+    states = {tid: "failed" if k % 7 == 0 else "indexed" for k, tid in enumerate(ids)}
+    states[ids[100]] = "extracting"
+    for tid, state in states.items():
+        producer.state.r.hset(producer.state.keys.track(tid), "state", state)
+    with pytest.raises(TimeoutError, match="1 of 150 items not indexed"):
+        producer.wait_indexed(ids, timeout_s=0.3, poll_s=0.05)
+    producer.state.r.hset(producer.state.keys.track(ids[100]), "state", "indexed")
+    states[ids[100]] = "indexed"
+    assert producer.wait_indexed(ids, timeout_s=5, poll_s=0.05) == states
