@@ -45,6 +45,7 @@ class Gate:
         self.failing = False
         self.error: type[Exception] = RuntimeError
         self.passes: list[int] = []
+        self.failed: list[int] = []  # sessions of the passes that raised
         compressor.compress = self  # type: ignore[method-assign]
 
     def open(self) -> None:
@@ -57,6 +58,7 @@ class Gate:
         self.entered.set()
         assert self._open.wait(60), "the test never opened the gate"
         if self.failing and any(MARKER in t for t in texts):
+            self.failed.append(len(set(groups)))
             raise self.error("the compressor cannot read this text")
         self.passes.append(len(set(groups)))
         return self._inner(texts, groups)
@@ -200,14 +202,16 @@ def test_a_call_that_fails_for_good_is_kept_for_retry_failed_and_the_user_goes_o
     memory = make_memory(**_config(tmp_path, "for-good", 32))
     gate = Gate(memory, closed=True)
     gate.failing = True
-    sessions = _sessions("ann", 3, marked=1)
-    memory.add_memory(sessions[0][1], user_id="ann", session_id=sessions[0][0], force_segment=True)
+    warm_up, messages = _sessions("warm")[0]
+    memory.add_memory(messages, user_id="warm", session_id=warm_up, force_segment=True)
     assert gate.entered.wait(30)
-    for session_id, session in sessions[1:]:  # one pass: s1 fails, s2 waits behind it
+    sessions = _sessions("ann", 3, marked=1)
+    for session_id, session in sessions:  # one pass: s0 is buffered, s1 fails, s2 waits behind it
         memory.add_memory(session, user_id="ann", session_id=session_id, force_segment=True)
     gate.open()
     with pytest.raises(RuntimeError, match="cannot read"):
         memory.flush("ann")
+    assert gate.failed == [3, 1]  # the pass of ann's three calls, then s1 alone
     memory.flush("ann")  # raised once: the user goes on
     assert {m["session_id"] for m in memory.history.messages("ann")} == {"ann-s0", "ann-s2"}
     assert len(memory.get_all("ann")) == 10
