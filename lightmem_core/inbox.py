@@ -158,6 +158,23 @@ class Inbox:
             self._cond.notify_all()
         return len(failed)
 
+    def drop_user(self, user_id: str) -> bool:
+        """Forget the user's queued calls and the error that holds them (the user is being deleted; their
+        history rows go with the user's buffers). ``False``, dropping nothing, while one of the user's calls
+        is being buffered: wait for it and try again."""
+        with self._cond:
+            if any(c.user_id == user_id for c in self._taken):
+                return False
+            self._queued = [c for c in self._queued if c.user_id != user_id]
+            self._errors.pop(user_id, None)
+            self._cond.notify_all()
+            return True
+
+    def busy(self, user_id: str) -> bool:
+        """Whether one of the user's calls is being compressed or buffered now."""
+        with self._cond:
+            return any(c.user_id == user_id for c in self._taken)
+
     def take_error(self, user_id: str | None) -> BaseException | None:
         """The error that holds ``user_id`` (or any user), if one does; the user's calls are tried again."""
         with self._cond:

@@ -412,8 +412,11 @@ class LightMemory:
             return True
 
     def delete_all(self, user_id: str) -> None:
-        """Remove every entry, buffer and message of ``user_id``; other users are untouched."""
+        """Remove every entry, buffer and message of ``user_id``; other users are untouched. The user's
+        calls not ingested yet are dropped, not waited for (an error held for them is not raised)."""
         with self._lock:
+            while not self._inbox.drop_user(user_id):  # a pass holds some of them: let it buffer them first
+                self._ingested.wait_for(lambda: not self._inbox.busy(user_id))
             self._settle_all(user_id)
             forget.delete_user(self.store, self.history, user_id, self.components.summaries)
 

@@ -270,3 +270,23 @@ def test_calls_of_a_killed_program_are_ingested_when_the_history_opens_again(
     reference.flush("ann")
     assert _stored(reopened, "ann") == _stored(reference, "ann")
     assert len(reopened.get_all("ann")) == 20
+
+
+def test_deleting_a_user_drops_the_calls_held_by_an_error(make_memory: MakeMemory, tmp_path: Path) -> None:
+    """Forgetting a user neither waits on nor raises the error that holds the user's queued calls, and
+    nothing of them comes back once the compressor reads again."""
+    memory = make_memory(**_config(tmp_path, "forget", 32))
+    gate = Gate(memory)
+    gate.failing, gate.error = True, TransientError
+    for session_id, session in _sessions("ann", 2, marked=0):
+        memory.add_memory(session, user_id="ann", session_id=session_id, force_segment=True)
+    for session_id, session in _sessions("bob", 1):
+        memory.add_memory(session, user_id="bob", session_id=session_id, force_segment=True)
+    memory.flush("bob")
+    assert gate.failed and memory.history.buffer_items("ann", "inbox") != []
+    memory.delete_all("ann")  # the held TransientError is not raised
+    assert memory.history.buffer_items("ann", "inbox") == [] and memory.history.messages("ann") == []
+    gate.failing = False
+    memory.flush("ann")
+    assert memory.get_all("ann") == [] and memory.history.messages("ann") == []
+    assert len(memory.get_all("bob")) == 5
