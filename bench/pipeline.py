@@ -131,18 +131,15 @@ def run(data_path: Path, latencies: tuple[float, ...] = LATENCIES, conversations
     finally:
         llm.terminate()
         llm.wait(10)
-    return report(conversations, rows, mean_bare(bares))
+    return report(conversations, rows, mean_bare(bares), [b["wall_s"] for b in bares])
 
 
 def mean_bare(bares: list[dict[str, float]]) -> dict[str, float] | None:
-    """The bare compute the ratios use: the mean of its measurements (after the first run and last),
-    with each measurement's wall seconds kept in ``walls``. A run's ratio then compares it with the
-    machine's speed over the whole benchmark, not only at its end."""
+    """The bare compute the ratios use: the mean of its measurements (after the first run and last), so
+    that a run's ratio compares it with the machine's speed over the whole benchmark, not only at its end."""
     if not bares:
         return None
-    mean = {k: sum(b[k] for b in bares) / len(bares) for k in bares[0]}
-    mean["measurements"] = float(len(bares))
-    return {**mean, **{f"wall_{i}": b["wall_s"] for i, b in enumerate(bares)}}
+    return {k: sum(b[k] for b in bares) / len(bares) for k in bares[0]}
 
 
 def _row(name: str, latency: float, measured: dict[str, Any], history_db: Path) -> Row:
@@ -156,7 +153,9 @@ def _row(name: str, latency: float, measured: dict[str, Any], history_db: Path) 
                slowest=measured.get("slowest", ""))
 
 
-def report(conversations: list[Conversation], rows: list[Row], bare: dict[str, float] | None) -> str:
+def report(conversations: list[Conversation], rows: list[Row], bare: dict[str, float] | None,
+           bare_walls: list[float] | None = None) -> str:
+    """The table, the bare compute's parts and the goals; ``bare_walls``: each bare measurement's wall seconds."""
     turns = sum(c.turn_count for c in conversations)
     lines = [
         "### LightMem's LoCoMo recipe end to end (`python -m bench.pipeline`)",
@@ -182,14 +181,14 @@ def report(conversations: list[Conversation], rows: list[Row], bare: dict[str, f
                      f"{wall_x} | {cpu_x} | {speed} | {r.update_wall_s:.1f} s, {r.update_calls} calls "
                      f"(peak {r.update_peak_in_flight} in flight) |")
     if bare:
-        walls = [bare[k] for k in sorted(bare) if k.startswith("wall_") and k[5:].isdigit()]
+        walls = bare_walls or []
         name = (f"bare model compute (mean of {len(walls)}: " + ", ".join(f"{w:.1f}" for w in walls) + " s)"
                 if len(walls) > 1 else "bare model compute")
         lines.append(f"| {name} | – | {bare['wall_s']:.1f} | {bare['cpu_s']:.1f} | – | – | – | – | 1.00 | 1.00 "
                      "| – | – |")
         lines += ["", f"Bare compute in parts (wall / CPU s): compression + attention {bare['compress_wall_s']:.1f} / "
-                      f"{bare['compress_cpu_s']:.1f}, embedding {bare['turns']:,} turns {bare['turn_embed_wall_s']:.1f} / "
-                      f"{bare['turn_embed_cpu_s']:.1f}, embedding {bare['entries']:,} entries "
+                      f"{bare['compress_cpu_s']:.1f}, embedding {bare['turns']:,.0f} turns {bare['turn_embed_wall_s']:.1f} / "
+                      f"{bare['turn_embed_cpu_s']:.1f}, embedding {bare['entries']:,.0f} entries "
                       f"{bare['entry_embed_wall_s']:.1f} / {bare['entry_embed_cpu_s']:.1f}."]
     for r in rows:
         if r.cpu_parts:

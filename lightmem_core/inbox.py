@@ -141,8 +141,7 @@ class Inbox:
     def requeue_failed(self, user_id: str) -> int:
         """The user's failed calls go back to the inbox, in their old places (their keys), and their
         failures are resolved; returns how many."""
-        failed = [QueuedCall.from_payload(key, user_id, payload)
-                  for key, payload in self.history.buffer_items(user_id, FAILED_CALLS)]
+        failed = self._failed_calls(user_id)
         if not failed:
             return 0
         keys = {call.key for call in failed}
@@ -169,11 +168,6 @@ class Inbox:
             self._errors.pop(user_id, None)
             self._cond.notify_all()
             return True
-
-    def busy(self, user_id: str) -> bool:
-        """Whether one of the user's calls is being compressed or buffered now."""
-        with self._cond:
-            return any(c.user_id == user_id for c in self._taken)
 
     def take_error(self, user_id: str | None) -> BaseException | None:
         """The error that holds ``user_id`` (or any user), if one does; the user's calls are tried again."""
@@ -203,11 +197,14 @@ class Inbox:
 
     def next_turn_index(self, user_id: str, session_id: str) -> int:
         """The first turn index after the session's messages waiting here or failed (0 when none)."""
-        failed = [QueuedCall.from_payload(key, user_id, payload)  # theirs are taken too, for when they come back
-                  for key, payload in self.history.buffer_items(user_id, FAILED_CALLS)]
+        failed = self._failed_calls(user_id)  # their turns are taken too, for when they come back
         with self._cond:
             return max((m.turn_index + 1 for c in [*self._queued, *self._taken, *failed] if c.user_id == user_id
                         for m in c.messages if m.session_id == session_id), default=0)
+
+    def _failed_calls(self, user_id: str) -> list[QueuedCall]:
+        return [QueuedCall.from_payload(key, user_id, payload)
+                for key, payload in self.history.buffer_items(user_id, FAILED_CALLS)]
 
     def close(self) -> None:
         """``take`` returns ``None`` from now on; what is queued stays in the history for the next run."""

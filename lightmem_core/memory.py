@@ -185,13 +185,12 @@ class LightMemory:
                             failed[user] = exc
             finally:
                 for user, error in failed.items():
-                    culprit = culprits.get(user)
-                    for_good = culprit is not None and not isinstance(error, TransientError)
-                    if culprit is not None and for_good:
+                    culprit, after = culprits.get(user), "then tried again"
+                    if culprit is not None and not isinstance(error, TransientError):  # it would fail every time
                         self._inbox.fail(culprit, f"{type(error).__name__}: {error}")
+                        after = "the call kept for retry_failed"
                     log.warning("background ingestion for user %s failed (%s); raised by the next call that waits "
-                                "for the user, %s", user, type(error).__name__,
-                                "the call kept for retry_failed" if for_good else "then tried again")
+                                "for the user, %s", user, type(error).__name__, after)
                     self._inbox.hold([call for call in calls if call.user_id == user], [user], error)
                 self._ingested.notify_all()
 
@@ -415,8 +414,8 @@ class LightMemory:
         """Remove every entry, buffer and message of ``user_id``; other users are untouched. The user's
         calls not ingested yet are dropped, not waited for (an error held for them is not raised)."""
         with self._lock:
-            while not self._inbox.drop_user(user_id):  # a pass holds some of them: let it buffer them first
-                self._ingested.wait_for(lambda: not self._inbox.busy(user_id))
+            # drop_user refuses while a pass holds some of the user's calls: tried again after each pass
+            self._ingested.wait_for(lambda: self._inbox.drop_user(user_id))
             self._settle_all(user_id)
             forget.delete_user(self.store, self.history, user_id, self.components.summaries)
 
