@@ -40,6 +40,7 @@ from lightmem_core.ingest import normalize_messages
 from lightmem_core.models import MemoryEntry, Message, RetrievedMemory
 from lightmem_core.spec import PipelineSpec
 from lightmem_core.sqlite_state import SQLiteState
+from lightmem_core.stores.indexing import Vectors
 from lightmem_core.update import offline
 
 log = logging.getLogger(__name__)
@@ -231,7 +232,7 @@ class LightMemory:
 
     def _drain(self, user_id: str, force: bool, wait: bool) -> list[Settled]:
         """Hand batches to the pool while the short-term buffer is ready (or, with ``force``, until it is
-        empty), storing those whose calls are back; with ``wait``, until all are settled. A batch left
+        empty), then store those whose calls are back; with ``wait``, all of them. A batch left
         in flight by a transient failure (or by an earlier run of the program) is sent first, and after
         a transient failure no new batch is taken in this call."""
         if force and self.state.info(user_id).segments:
@@ -247,16 +248,21 @@ class LightMemory:
             if batch is None:
                 break
             self._pool.send([batch])
-            settled += self._settle(user_id, block=False)
-        return settled + (self._settle(user_id, block=True) if wait else [])
+            if self._pool.failed_any(user_id):  # settle now: a transient failure stops the drain
+                settled += self._settle(user_id, block=False)
+        # The batches are stored once all are sent: those back by then share one embedding call.
+        return settled + self._settle(user_id, block=wait)
 
     def _settle(self, user_id: str, block: bool) -> list[Settled]:
         """Store (or fail) the user's batches whose calls are back, in order; with ``block``, wait for all
         of them. Stops at a transient failure: that batch stays in flight, and those behind it wait."""
         settled: list[Settled] = []
+        ahead: dict[str, Vectors] = {}
         while (pending := self._pool.next_done(user_id, block)) is not None:
             try:
-                outcome, entries = self._finish(pending)
+                if pending.batch.batch_id not in ahead:
+                    ahead = self._embed_ahead(user_id)
+                outcome, entries = self._finish(pending, ahead.pop(pending.batch.batch_id, None))
             except BaseException:  # raised to the caller; the batch stays in flight, sent again next time
                 self._pool.stall(pending)
                 raise
@@ -273,7 +279,15 @@ class LightMemory:
         users = [user_id] if user_id is not None else self._pool.users()
         return [done for u in users for done in self._settle(u, block=True)]
 
-    def _finish(self, pending: Pending) -> Settled:
+    def _embed_ahead(self, user_id: str) -> dict[str, Vectors]:
+        """The entries of the user's batches that are back and next in order, embedded in one call."""
+        run = self._pool.done_run(user_id)
+        if len(run) < 2:
+            return {}  # one batch: store_batch embeds it
+        entries_of = [p.call.result() for p in run if p.call is not None]
+        return {p.batch.batch_id: v for p, v in zip(run, pipeline.embed_ahead(self.components, entries_of), strict=True)}
+
+    def _finish(self, pending: Pending, vectors: Vectors | None = None) -> Settled:
         """Store and (online) update a batch whose call is back; a failed batch is kept for ``retry_failed``."""
         c, batch, call = self.components, pending.batch, pending.call
         assert call is not None and call.done()
@@ -286,7 +300,7 @@ class LightMemory:
             log.warning("extraction for user %s failed for now (%s); the batch stays in flight for the next try",
                         batch.user_id, type(exc).__name__)
             return "transient", []
-        pipeline.store_batch(self.state, c, batch, entries, self.spec.roles)
+        pipeline.store_batch(self.state, c, batch, entries, self.spec.roles, vectors)
         pipeline.after_store(c, self.spec, entries, c.decider)
         return "stored", entries
 

@@ -9,7 +9,7 @@ over these functions:
 3. ``should_drain`` / ``take_batch``: when the buffer passes the threshold (or a flush was asked),
    take whole sessions up to the threshold as one batch, with topic ids fixed;
 4. ``extract_batch``: one extraction call for the batch (the driver decides where it runs);
-5. ``store_batch``: embed, upsert (with ``multimodal_embedder``, the batch's images too), record messages, changes and counters in the history, finish the
+5. ``store_batch``: embed (or take the vectors ``embed_ahead`` made for several batches at once), upsert (with ``multimodal_embedder``, the batch's images too), record messages, changes and counters in the history, finish the
    batch (all of it once, however often it runs);
 6. ``after_store``: the online update when ``update: online``;
 7. ``fail_batch`` / ``resume_failed``: a batch that failed for good is kept with its reason, and
@@ -35,7 +35,7 @@ from lightmem_core.sensory.compressors.base import Compressor
 from lightmem_core.sensory.segmenters.base import Segmenter, TurnPrimer
 from lightmem_core.spec import PipelineSpec
 from lightmem_core.state import Batch, BufferedSegment, BufferInfo, PipelineState, segment_key
-from lightmem_core.stores.indexing import index_entries, index_images
+from lightmem_core.stores.indexing import Vectors, index_entries, index_images, vectors_by_group
 from lightmem_core.update.decision import ExactDuplicateDecider, UpdateDecider
 from lightmem_core.update.online import online_update
 
@@ -232,11 +232,12 @@ def batch_amounts(batch: Batch, entries: list[MemoryEntry], roles: AbstractSet[s
 
 
 def store_batch(state: PipelineState, c: Components, batch: Batch, entries: list[MemoryEntry],
-                roles: AbstractSet[str]) -> bool:
+                roles: AbstractSet[str], vectors: Vectors | None = None) -> bool:
     """Embed and upsert the entries, record messages, changes, graph facts and counters in the history,
     finish the batch; ``False`` when a previous run stored it already (the upserts are idempotent, and the
-    history and the counters are written once)."""
-    index_entries(entries, c.store, c.embedder, c.bm25)
+    history and the counters are written once). ``vectors``: the entries' vectors when a driver embedded
+    several batches' entries in one call before (``embed_ahead``)."""
+    index_entries(entries, c.store, c.embedder, c.bm25, vectors=vectors)
     images = (index_images(batch.segments, roles, c.store, c.embedder, c.bm25, c.image_embedder)
               if c.image_embedder is not None else 0)
     if c.summaries is not None:
@@ -261,6 +262,11 @@ def store_batch(state: PipelineState, c: Components, batch: Batch, entries: list
                 c.history.add_to_counter(conn, scope, name, value)
     state.observe(batch.user_id, amounts)
     return True
+
+
+def embed_ahead(c: Components, entries_of: list[list[MemoryEntry]]) -> list[Vectors]:
+    """The vectors of several batches' entries, embedded in one call, for their ``store_batch`` in turn."""
+    return vectors_by_group(entries_of, c.embedder, c.store.plain_vector)
 
 
 # --- 6. online update -------------------------------------------------------------------------------

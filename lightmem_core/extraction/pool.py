@@ -85,6 +85,22 @@ class ExtractionPool:
         wait([call])
         return queue[0] if queue else None
 
+    def done_run(self, user_id: str) -> list[Pending]:
+        """The user's oldest batches whose calls are over and returned entries, up to the first that is
+        still running, failed or waits to be sent again: those the caller can store now, in order."""
+        run: list[Pending] = []
+        for pending in self._queues.get(user_id, ()):
+            call = pending.call
+            if call is None or not call.done() or call.exception() is not None:
+                break
+            run.append(pending)
+        return run
+
+    def failed_any(self, user_id: str) -> bool:
+        """Whether a call of the user's is over with an error (to settle before sending more)."""
+        return any(p.call is not None and p.call.done() and p.call.exception() is not None
+                   for p in self._queues.get(user_id, ()))
+
     def pop(self, pending: Pending) -> None:
         """The batch is settled (stored, or failed for good): it leaves the pool."""
         queue = self._queues[pending.batch.user_id]

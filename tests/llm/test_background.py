@@ -109,6 +109,34 @@ def test_reads_flush_and_close_wait_for_pending_batches(make_llm_memory: MakeMem
     assert len(llm_server.requests) == 3
 
 
+def test_batches_back_together_share_one_embedding_call(make_llm_memory: MakeMemory, tmp_path: Path,
+                                                       llm_server: ScriptedLLMServer,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """A user's batches whose calls are all back when they are stored are embedded in one call (on a CPU
+    cheaper than one call a batch), and store the same entries, vectors and order as one by one."""
+    reference = _memory(make_llm_memory, tmp_path, "sync", background=0)
+    _feed(reference, ["ann"], 4)
+    llm_server.delay_s = 0.6  # under the client's 1 s timeout
+    memory = _memory(make_llm_memory, tmp_path, "pool", background=4)
+    embedder = memory.components.embedder
+    assert embedder is not None
+    embed, sizes = embedder.embed, []
+
+    def counted(texts: list[str]) -> list[list[float]]:
+        sizes.append(len(texts))
+        return embed(texts)
+
+    monkeypatch.setattr(embedder, "embed", counted)
+    results = _feed(memory, ["ann"], 4)  # four calls in flight, none back before the last add_memory
+    assert [r["batches_pending"] for r in results] == [1, 2, 3, 4]
+    time.sleep(1.5)  # all four back
+    assert memory.wait("ann") == 4
+    assert sizes == [4]  # one fact a batch: four batches, one embedding call
+    assert _stored(memory, "ann") == _stored(reference, "ann")
+    ids = [e.id for e in reference.get_all("ann")]
+    assert memory.store.dense_vectors(ids) == reference.store.dense_vectors(ids)
+
+
 def test_failures_in_the_pool_are_kept_as_before(make_llm_memory: MakeMemory, tmp_path: Path,
                                                  llm_server: ScriptedLLMServer) -> None:
     """Invalid JSON twice: the batch is failed and kept for ``retry_failed``; the user's later batches go
