@@ -67,6 +67,7 @@ def one_process(conversations: list[Conversation], workdir: Path, lingua: str,
     from lightmem_core import LightMemory
 
     memory = LightMemory.from_config(recipe(workdir, lingua, base_url))
+    warm_up(memory.components, conversations)  # as the bare compute: a process's first passes are slower
     per_turn: list[tuple[str, float]] = []
     try:
         wall, cpu = time.perf_counter(), time.process_time()
@@ -168,6 +169,18 @@ def queues(conversations: list[Conversation], workdir: Path, lingua: str, base_u
             "cpu_parts": {k: round(v, 1) for k, v in sorted(parts.items(), key=lambda kv: -kv[1])}}
 
 
+def warm_up(components: Any, conversations: list[Conversation], n: int = 64) -> None:
+    """One small compression pass and one embedding call on the first ``n`` turns, untimed, before a
+    timed run: the first passes of a process are slower (kernels and buffers set up), and the runs
+    compared should not differ by which of them came first. Each turn is its own group, so no
+    neighbour's attention is remembered for the segmenter."""
+    texts = [str(m["content"]) for c in conversations for s in c.sessions for m in s.messages][:n]
+    if components.compressor is not None:
+        components.compressor.compress(texts, [f"warm-up {i}" for i in range(len(texts))])
+    if components.embedder is not None:
+        components.embedder.embed(texts)
+
+
 def bare_compute(conversations: list[Conversation], workdir: Path, lingua: str, entry_texts: list[str]) -> dict[str, float]:
     """One batched compression pass over every turn (grouped by session, attention kept for the
     segmenter), one batched embedding of the turns and one of the entries (the compressed turns
@@ -183,8 +196,7 @@ def bare_compute(conversations: list[Conversation], workdir: Path, lingua: str, 
         for s in c.sessions:
             texts += [str(m["content"]) for m in s.messages]
             groups += [f"{c.user_id}\x1f{s.session_id}"] * len(s.messages)
-    compressor.compress(texts[:64], ["warm-up"] * min(64, len(texts)))
-    embedder.embed(texts[:64])
+    warm_up(components, conversations)
     out: dict[str, float] = {"turns": len(texts)}
 
     def timed(name: str, work: Any) -> Any:
