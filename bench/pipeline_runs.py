@@ -67,9 +67,9 @@ def one_process(conversations: list[Conversation], workdir: Path, lingua: str,
     from lightmem_core import LightMemory
 
     memory = LightMemory.from_config(recipe(workdir, lingua, base_url))
-    warm_up(memory.components, conversations)  # as the bare compute: a process's first passes are slower
     per_turn: list[tuple[str, float]] = []
     try:
+        warm_up(memory.components, conversations)  # as the bare compute: a process's first passes are slower
         wall, cpu = time.perf_counter(), time.process_time()
         for conversation in conversations:
             started = time.perf_counter()
