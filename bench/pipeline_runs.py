@@ -7,7 +7,6 @@ LLM accounting from the run's history database.
 from __future__ import annotations
 
 import os
-import statistics
 import time
 from pathlib import Path
 from typing import Any
@@ -61,20 +60,20 @@ def recipe(workdir: Path, lingua: str, base_url: str | None) -> dict[str, Any]:
     }
 
 
-def one_process(conversations: list[Conversation], workdir: Path, lingua: str,
-                base_url: str) -> tuple[dict[str, Any], list[str]]:
-    """``LightMemory`` in this process; returns the figures and the stored entries' texts."""
+def one_process(conversations: list[Conversation], workdir: Path, lingua: str, base_url: str,
+                wait_each: bool = False) -> tuple[dict[str, Any], list[str]]:
+    """``LightMemory`` in this process; returns the figures and the stored entries' texts. ``wait_each``:
+    each conversation's flush waits for its extraction (the recipe before flushes were queued)."""
     from lightmem_core import LightMemory
 
     memory = LightMemory.from_config(recipe(workdir, lingua, base_url))
-    per_turn: list[tuple[str, float]] = []
     try:
         warm_up(memory.components, conversations)  # as the bare compute: a process's first passes are slower
         wall, cpu = time.perf_counter(), time.process_time()
         for conversation in conversations:
-            started = time.perf_counter()
-            add_conversation(memory, conversation, force_segment=True)  # flush waits for the user's calls
-            per_turn.append((conversation.user_id, (time.perf_counter() - started) / conversation.turn_count))
+            # Each conversation is flushed at its end without waiting, as an application feeding many users
+            # would: one user's last passes and calls overlap the next user's first ones.
+            add_conversation(memory, conversation, force_segment=True, wait=wait_each)
         memory.wait()
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
         texts = [e.memory for c in conversations for e in memory.get_all(c.user_id)]
@@ -84,9 +83,7 @@ def one_process(conversations: list[Conversation], workdir: Path, lingua: str,
         update = time.perf_counter() - update
     finally:
         memory.close()
-    median = statistics.median(s for _, s in per_turn)
-    slowest = ", ".join(f"{u} {s:.3f}" for u, s in per_turn) + f" (median {median:.3f})"
-    return {"wall_s": wall, "cpu_s": cpu, "entries": len(texts), "update_wall_s": update, "slowest": slowest}, texts
+    return {"wall_s": wall, "cpu_s": cpu, "entries": len(texts), "update_wall_s": update}, texts
 
 
 def _cpu(cluster: Any) -> dict[str, float]:

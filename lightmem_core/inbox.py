@@ -46,6 +46,7 @@ class QueuedCall:
     messages: list[Message] = field(default_factory=list)
     force_segment: bool = False
     skipped_empty: int = 0
+    flush: bool = False  # ``flush(wait=False)``: no messages; the user's buffers are flushed at this place
 
     @property
     def sessions(self) -> int:
@@ -53,12 +54,13 @@ class QueuedCall:
 
     def payload(self) -> dict[str, Any]:
         return {"messages": [m.model_dump(mode="json") for m in self.messages], "force_segment": self.force_segment,
-                "skipped_empty": self.skipped_empty}
+                "skipped_empty": self.skipped_empty, "flush": self.flush}
 
     @classmethod
     def from_payload(cls, key: str, user_id: str, payload: dict[str, Any]) -> QueuedCall:
         return cls(key=key, user_id=user_id, messages=[Message.model_validate(m) for m in payload["messages"]],
-                   force_segment=bool(payload["force_segment"]), skipped_empty=int(payload["skipped_empty"]))
+                   force_segment=bool(payload["force_segment"]), skipped_empty=int(payload["skipped_empty"]),
+                   flush=bool(payload.get("flush", False)))  # calls queued before flushes were queued have none
 
 
 class Inbox:

@@ -175,9 +175,15 @@ class LightMemory:
                     if _held_back(call, failed, culprits):  # a user's later calls wait behind one that failed
                         continue
                     try:
-                        self._buffer(call.user_id, prepared, call.skipped_empty, call.force_segment, call)
+                        self._buffer(call.user_id, prepared, call.skipped_empty, call.force_segment or call.flush, call)
                     except Exception as exc:  # noqa: BLE001
                         failed[call.user_id], culprits[call.user_id] = exc, call
+                        continue
+                    if call.flush:  # a queued flush drains at its place, before the user's later calls
+                        try:
+                            self._drain(call.user_id, force=True, wait=False)
+                        except Exception as exc:  # noqa: BLE001
+                            failed[call.user_id] = exc
                 for user in dict.fromkeys(call.user_id for call in calls):
                     if user not in failed:
                         try:
@@ -331,19 +337,28 @@ class LightMemory:
             return {"calls_retried": calls, "retried": len(resumed), "still_failed": len(resumed) - stored,
                     "entries_stored": len(_entries(settled))}
 
-    def flush(self, user_id: str = "default") -> int:
+    def flush(self, user_id: str = "default", wait: bool = True) -> int:
         """Cut the sensory buffer's tail, then extract whatever the short-term buffer holds now.
 
-        Returns the number of entries stored.
+        Returns the number of entries stored during the call. With ``wait=False`` the flush does not
+        wait for the models or the LLM: with background ingestion it is queued behind the user's calls
+        (kept in the history's inbox like them) and the ingest thread applies it in its place; otherwise
+        the batches go to the background pool. ``wait()`` and every read wait for it, and an error met
+        in the background is raised there. An application that feeds many users flushes each without
+        waiting, so that one user's last passes and calls overlap the next user's.
         """
         c = self.components
         with self._lock:
+            if not wait and self._background:
+                self._inbox.put(QueuedCall(self._inbox.new_key(), user_id, flush=True))
+                self._start_ingester()
+                return 0
             self._await_ingest(user_id)
             if c.segmenter is not None:
                 with self.history.transaction():
                     pipeline.buffer_messages(self.state, user_id, [], c.segmenter, self.spec, c.count_tokens,
                                              force=True)
-            return len(_entries(self._drain(user_id, force=True, wait=True)))
+            return len(_entries(self._drain(user_id, force=True, wait=wait)))
 
     # --- retrieval --------------------------------------------------------------------------------
     @property

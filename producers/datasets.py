@@ -307,9 +307,10 @@ def load_dataset(path: str | Path, fmt: str) -> list[Conversation]:
     return FORMATS[fmt](path)
 
 
-def add_conversation(memory: Any, conversation: Conversation, force_segment: bool = False) -> None:
-    """Add every session of ``conversation`` to a ``LightMemory`` in order, then flush its user."""
+def add_conversation(memory: Any, conversation: Conversation, force_segment: bool = False, wait: bool = True) -> None:
+    """Add every session of ``conversation`` to a ``LightMemory`` in order, then flush its user (with
+    ``wait=False`` the flush is queued and the caller goes on: ``memory.wait()`` waits for it)."""
     for session in conversation.sessions:
         memory.add_memory(session.messages, force_segment=force_segment, user_id=conversation.user_id,
                           session_id=session.session_id)
-    memory.flush(conversation.user_id)
+    memory.flush(conversation.user_id, wait=wait)

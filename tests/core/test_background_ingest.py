@@ -142,6 +142,39 @@ def test_calls_queue_behind_a_pass_and_store_what_ingestion_in_add_memory_stores
     assert len(memory.get_all("cyd")) == 1
 
 
+def test_a_flush_that_does_not_wait_is_applied_in_its_place_behind_the_users_calls(make_memory: MakeMemory,
+                                                                                   tmp_path: Path) -> None:
+    """``flush(wait=False)`` returns at once; it is kept in the inbox like a call, and the ingest thread
+    flushes the user after the calls queued before it and before those queued after it."""
+    users = ["ann", "bob"]
+    reference = make_memory(**_config(tmp_path, "sync", 0))
+    for user in users:  # 4 sessions: the first 3 pass the threshold, the last stays for the flush
+        for session_id, messages in _sessions(user):
+            reference.add_memory(messages, user_id=user, session_id=session_id, force_segment=True)
+        reference.flush(user)
+    later_id, later = "ann-later", [{"role": "user", "content": "I also bake bread on Sundays.",
+                                     "time_stamp": "2025-02-09T10:00:00Z"}]
+    reference.add_memory(later, user_id="ann", session_id=later_id, force_segment=True)  # buffered, not flushed
+
+    memory = make_memory(**_config(tmp_path, "background", 32))
+    gate = Gate(memory, closed=True)
+    for user in users:
+        for session_id, messages in _sessions(user):
+            memory.add_memory(messages, user_id=user, session_id=session_id, force_segment=True)
+            assert gate.entered.wait(30)
+        assert memory.flush(user, wait=False) == 0  # returned while the first pass waits in the gate
+    memory.add_memory(later, user_id="ann", session_id=later_id, force_segment=True)
+    queued = [payload for _, payload in memory.history.buffer_items("ann", "inbox")]
+    assert [p["flush"] for p in queued] == [False] * 4 + [True, False]  # kept in the history, in order
+    gate.open()
+    memory.wait()
+    for user in users:
+        assert _stored(memory, user) == _stored(reference, user)
+        assert memory.history.buffer_items(user, "inbox") == []
+    assert memory.state.info("ann").segments == reference.state.info("ann").segments > 0  # the later session
+    assert memory.state.info("bob").segments == 0
+
+
 def test_calls_without_message_ids_in_one_session_keep_their_turns_apart(make_memory: MakeMemory,
                                                                          tmp_path: Path) -> None:
     """Turn indices (and the ids made of them) count the session's queued messages too."""
