@@ -72,6 +72,11 @@ def _entries(cluster: Cluster, user: str) -> list[tuple[str, tuple[str, ...], in
                   for e in cluster.producer.entries(user, timeout_s=120))
 
 
+def _failures(cluster: Cluster) -> list[tuple[Any, Any, Any]]:
+    """Task, user and reason of the failures recorded, newest first: what an assertion on states shows."""
+    return [(f.get("task"), f.get("user_id"), f.get("reason")) for f in cluster.producer.state.failures()]
+
+
 def _held(cluster: Cluster, queue: str) -> int:
     """Messages of ``queue`` delivered to a worker and not acknowledged (kombu's ``unacked`` hash)."""
     return sum(1 for raw in cluster.producer.state.r.hvals("unacked") if json.loads(raw)[2] == queue)
@@ -122,7 +127,7 @@ def test_redis_killed_and_restarted_during_ingestion_loses_nothing(chaos: Cluste
         procs.start_redis(port=port)  # the same port and folder: the append-only file brings the data back
         time.sleep(3.0)
     states = cluster.producer.wait_indexed(ids, timeout_s=300)
-    assert set(states.values()) == {"indexed"}, states
+    assert set(states.values()) == {"indexed"}, (states, _failures(cluster))
     assert _entries(cluster, "redis-kill") == reference  # nothing lost, nothing twice, the same topics
     _nothing_stuck(cluster, "redis-kill")
 
