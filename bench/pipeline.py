@@ -66,7 +66,6 @@ class Row:
     update_calls: int
     update_peak_in_flight: int
     cpu_parts: dict[str, float] = field(default_factory=dict)
-    slowest: str = ""
 
 
 def start_llm() -> tuple[subprocess.Popen[str], str]:
@@ -149,8 +148,7 @@ def _row(name: str, latency: float, measured: dict[str, Any], history_db: Path) 
                calls=ingest["calls"], prompt_tokens=ingest["prompt_tokens"],
                completion_tokens=ingest["completion_tokens"], peak_in_flight=ingest["peak"],
                entries=measured["entries"], update_wall_s=measured["update_wall_s"], update_calls=update["calls"],
-               update_peak_in_flight=update["peak"], cpu_parts=measured.get("cpu_parts", {}),
-               slowest=measured.get("slowest", ""))
+               update_peak_in_flight=update["peak"], cpu_parts=measured.get("cpu_parts", {}))
 
 
 def report(conversations: list[Conversation], rows: list[Row], bare: dict[str, float] | None,
@@ -194,8 +192,6 @@ def report(conversations: list[Conversation], rows: list[Row], bare: dict[str, f
         if r.cpu_parts:
             lines.append(f"- CPU of {r.name} at {r.latency_s:g} s: "
                          + ", ".join(f"{k} {v:.1f} s" for k, v in r.cpu_parts.items()))
-        if r.slowest:
-            lines.append(f"- {r.name} at {r.latency_s:g} s, seconds per turn by conversation: {r.slowest}")
     lines += ["", *goals(rows, bare, len(conversations) == 10)]
     return "\n".join(lines) + "\n"
 

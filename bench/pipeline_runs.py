@@ -60,10 +60,9 @@ def recipe(workdir: Path, lingua: str, base_url: str | None) -> dict[str, Any]:
     }
 
 
-def one_process(conversations: list[Conversation], workdir: Path, lingua: str, base_url: str,
-                wait_each: bool = False) -> tuple[dict[str, Any], list[str]]:
-    """``LightMemory`` in this process; returns the figures and the stored entries' texts. ``wait_each``:
-    each conversation's flush waits for its extraction (the recipe before flushes were queued)."""
+def one_process(conversations: list[Conversation], workdir: Path, lingua: str,
+                base_url: str) -> tuple[dict[str, Any], list[str]]:
+    """``LightMemory`` in this process; returns the figures and the stored entries' texts."""
     from lightmem_core import LightMemory
 
     memory = LightMemory.from_config(recipe(workdir, lingua, base_url))
@@ -73,7 +72,7 @@ def one_process(conversations: list[Conversation], workdir: Path, lingua: str, b
         for conversation in conversations:
             # Each conversation is flushed at its end without waiting, as an application feeding many users
             # would: one user's last passes and calls overlap the next user's first ones.
-            add_conversation(memory, conversation, force_segment=True, wait=wait_each)
+            add_conversation(memory, conversation, force_segment=True, wait=False)
         memory.wait()
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
         texts = [e.memory for c in conversations for e in memory.get_all(c.user_id)]
